@@ -1,0 +1,134 @@
+"""Plain data models for conversations and messages; no storage details here."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+ROLES = ("user", "assistant", "system")
+
+
+def utc_now() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def isoformat(moment: datetime) -> str:
+    """Format an aware datetime as ISO 8601 UTC with microseconds and a Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse a timestamp written by :func:`isoformat` (or any ISO 8601 form)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_message_id() -> str:
+    """Return a fresh random message id."""
+    return "msg_" + secrets.token_hex(12)
+
+
+@dataclass
+class Message:
+    """One message of a conversation.
+
+    ``position`` and ``conversation_id`` are filled in by the store once the
+    message is saved; ``position`` is opaque and orders messages within a
+    conversation.
+    """
+
+    content: str
+    role: str = "user"
+    timestamp: str = field(default_factory=lambda: isoformat(utc_now()))
+    message_id: str = field(default_factory=new_message_id)
+    media_urls: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+    conversation_id: str | None = None
+    position: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        if not isinstance(self.content, str):
+            raise TypeError("content must be a string")
+
+    def to_chat(self) -> dict[str, str]:
+        """Return the role/content pair a chat model expects."""
+        return {"role": self.role, "content": self.content}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of every field."""
+        return {
+            "message_id": self.message_id,
+            "role": self.role,
+            "content": self.content,
+            "timestamp": self.timestamp,
+            "media_urls": list(self.media_urls),
+            "metadata": dict(self.metadata),
+            "reply_to": self.reply_to,
+            "conversation_id": self.conversation_id,
+        }
+
+
+@dataclass
+class Conversation:
+    """A conversation header plus, when loaded, a window of its newest messages."""
+
+    user_id: str
+    conversation_id: str
+    created_at: str
+    updated_at: str
+    last_message_at: str | None = None
+    is_active: bool = True
+    title: str | None = None
+    message_count: int = 0
+    role_counts: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    preview: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    deleted_at: str | None = None
+    messages: list[Message] = field(default_factory=list)
+
+    def get_formatted_history(self) -> list[dict[str, str]]:
+        """Return the loaded messages as role/content dicts, oldest first."""
+        return [message.to_chat() for message in self.messages]
+
+    def to_dict(self, *, with_messages: bool = False) -> dict[str, Any]:
+        """Return a JSON-ready dict of the header (and the loaded messages if asked)."""
+        data: dict[str, Any] = {
+            "user_id": self.user_id,
+            "conversation_id": self.conversation_id,
+            "title": self.title,
+            "is_active": self.is_active,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_message_at": self.last_message_at,
+            "message_count": self.message_count,
+            "role_counts": dict(self.role_counts),
+            "counters": dict(self.counters),
+            "preview": self.preview,
+            "metadata": dict(self.metadata),
+            "deleted_at": self.deleted_at,
+        }
+        if with_messages:
+            data["messages"] = [message.to_dict() for message in self.messages]
+        return data
+
+
+@dataclass
+class Page:
+    """One page of a listing; ``cursor`` is None on the last page."""
+
+    items: list[Any]
+    cursor: str | None = None
+
+
+@dataclass
+class Recorded:
+    """The outcome of an idempotent append: the stored message and whether it is new."""
+
+    message: Message
+    created: bool
