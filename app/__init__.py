@@ -1,0 +1,70 @@
+"""DadaCat SMS: the Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import load_config
+from conversation import ConversationManager, DynamoDBStorage
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: read and validate configuration, wire the per-app objects.
+
+    ``config`` overrides the environment (tests pass settings here). Objects
+    already built may be injected by passing them as ``STORAGE``, ``MANAGER``,
+    ``RESPONDER`` or ``OFFLINE_RESPONDER``.
+    """
+    settings = load_config(config)
+    app = Flask(__name__)
+    app.config.update(settings)
+    configure_logging(settings["LOG_LEVEL"])
+
+    if settings["TRUST_PROXY_HOPS"]:
+        hops = settings["TRUST_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+
+    storage = settings.get("STORAGE") or DynamoDBStorage(
+        settings["DYNAMODB_TABLE_NAME"],
+        endpoint_url=settings["AWS_ENDPOINT_URL"],
+        region_name=settings["AWS_REGION"],
+        ttl_days=settings["CONVERSATION_TTL_DAYS"],
+        auto_create=settings["DYNAMODB_AUTO_CREATE"],
+    )
+    app.extensions["dadacat.storage"] = storage
+    app.extensions["dadacat.manager"] = settings.get("MANAGER") or ConversationManager(
+        storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
+    )
+
+    from app import api, cli, persona, webhook
+
+    persona.init_app(app)
+    webhook.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+
+    if not settings["TWILIO_VALIDATE_SIGNATURE"]:
+        log.warning(
+            "TWILIO_VALIDATE_SIGNATURE is off: anyone can post to /sms as any number. "
+            "Use this only for local experiments."
+        )
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Send logs to stdout once, in a one-line format a host platform can read."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "_dadacat", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._dadacat = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,173 @@
+"""The one place that reads configuration: environment, ``.env``, then overrides.
+
+Every setting is listed in ``SETTINGS`` with its default and a one-line help
+text; ``.env.example`` and the README's configuration table mirror it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    del name
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _str(name: str, raw: str) -> str:
+    del name
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration variable."""
+
+    name: str
+    default: Any
+    parse: Callable[[str, str], Any]
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Twilio
+    Setting("TWILIO_AUTH_TOKEN", None, _str, "Twilio auth token; signs every webhook request. Required unless validation is off.", True),
+    Setting("TWILIO_VALIDATE_SIGNATURE", True, _bool, "Check X-Twilio-Signature on every request. Turning it off logs a warning."),
+    Setting("PUBLIC_BASE_URL", None, _str, "Public URL Twilio calls (e.g. https://dadacat.example.com); used to check signatures behind proxies."),
+    Setting("TRUST_PROXY_HOPS", 0, _int, "Number of proxies in front of the app whose X-Forwarded-* headers are trusted (Heroku: 1)."),
+    # Storage
+    Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
+    Setting("AWS_REGION", "us-east-1", _str, "AWS region of the table."),
+    Setting("AWS_ENDPOINT_URL", None, _str, "DynamoDB endpoint; set for DynamoDB Local (http://127.0.0.1:8000). Empty means AWS."),
+    Setting("DYNAMODB_AUTO_CREATE", True, _bool, "Create the table on first use if missing. Turn off in production (least privilege)."),
+    Setting("CONVERSATION_TTL_DAYS", None, _float, "Delete conversations this many days after their last message (DynamoDB TTL). Empty keeps them."),
+    # Memory
+    Setting("HISTORY_MAX_MESSAGES", 20, _int, "Most earlier messages sent to the model with each text."),
+    Setting("HISTORY_MAX_CHARS", 6000, _int, "Most characters of earlier messages sent to the model with each text."),
+    # Model
+    Setting("OPENAI_API_KEY", None, _str, "OpenAI (or compatible server) API key. Empty: the offline DadaCat persona answers.", True),
+    Setting("OPENAI_MODEL", "gpt-4o-mini", _str, "Chat model used for replies."),
+    Setting("OPENAI_FALLBACK_MODELS", (), _list, "Comma-separated models tried in order when the first is unavailable."),
+    Setting("OPENAI_BASE_URL", None, _str, "Base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)."),
+    Setting("OPENAI_TEMPERATURE", 1.0, _float, "Sampling temperature."),
+    Setting("OPENAI_MAX_TOKENS", 200, _int, "Most tokens in one reply."),
+    Setting("REPLY_DEADLINE_SECONDS", 10.0, _float, "Total time allowed for getting a model reply, retries included (Twilio waits 15 s)."),
+    Setting("PERSONA_FILE", None, _str, "Text file with the system prompt; the built-in DadaCat persona when empty."),
+    Setting("REPLY_MAX_CHARS", 320, _int, "Replies are cut to this many characters on a word boundary (at most 1600)."),
+    Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),
+    # Operators
+    Setting("ADMIN_API_TOKEN", None, _str, "Bearer token for the operator API under /api/v1. Empty: the API answers 404.", True),
+    # Abuse and cost control
+    Setting("RATE_LIMIT_PER_MINUTE", 6, _int, "Texts per number per minute answered by the model (0: no limit)."),
+    Setting("RATE_LIMIT_PER_DAY", 200, _int, "Texts per number per day answered by the model (0: no limit)."),
+    Setting("DAILY_MODEL_CALL_BUDGET", 0, _int, "Model calls per day across all numbers; then the offline persona answers (0: no limit)."),
+    Setting("DAILY_TOKEN_BUDGET", 0, _int, "Model tokens per day across all numbers; then the offline persona answers (0: no limit)."),
+    Setting("ALLOWED_NUMBERS", (), _list, "Comma-separated E.164 numbers; when set, only these are answered."),
+    Setting("BLOCKED_NUMBERS", (), _list, "Comma-separated E.164 numbers that are never answered."),
+    Setting("TURN_LEASE_SECONDS", 20.0, _float, "How long one number's turn may hold its lease before another worker may take over."),
+    # Operations
+    Setting("LOG_LEVEL", "INFO", _str, "Logging level (DEBUG shows message bodies; INFO never does)."),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Config(dict):
+    """Validated settings keyed by variable name (a dict, so Flask can load it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike | None = ".env",
+) -> Config:
+    """Read settings from ``.env``, the environment and ``overrides``, in that order.
+
+    Values in ``overrides`` may be already typed (tests) or strings.
+    :raises ConfigError: naming the first missing or malformed variable.
+    """
+    raw: dict[str, Any] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        raw.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    source = os.environ if environ is None else environ
+    raw.update({name: source[name] for name in _BY_NAME if name in source})
+    extra: dict[str, Any] = {}
+    for name, value in (overrides or {}).items():
+        if name in _BY_NAME:
+            raw[name] = value
+        else:
+            extra[name] = value
+    config = Config()
+    for setting in SETTINGS:
+        value = raw.get(setting.name)
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            config[setting.name] = setting.default
+        elif isinstance(value, str):
+            config[setting.name] = setting.parse(setting.name, value)
+        else:
+            config[setting.name] = value
+    config.update(extra)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config["TWILIO_VALIDATE_SIGNATURE"] and not config["TWILIO_AUTH_TOKEN"]:
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN is required (it checks that requests come from Twilio); "
+            "set it, or set TWILIO_VALIDATE_SIGNATURE=false for local experiments only"
+        )
+    if not 1 <= config["REPLY_MAX_CHARS"] <= 1600:
+        raise ConfigError("REPLY_MAX_CHARS must be between 1 and 1600")
+    if config["REPLY_DEADLINE_SECONDS"] <= 0 or config["REPLY_DEADLINE_SECONDS"] > 14:
+        raise ConfigError("REPLY_DEADLINE_SECONDS must be above 0 and at most 14 (Twilio waits 15 s)")
+    for name in ("HISTORY_MAX_MESSAGES", "HISTORY_MAX_CHARS", "RATE_LIMIT_PER_MINUTE",
+                 "RATE_LIMIT_PER_DAY", "DAILY_MODEL_CALL_BUDGET", "DAILY_TOKEN_BUDGET",
+                 "TRUST_PROXY_HOPS"):
+        if config[name] < 0:
+            raise ConfigError(f"{name} must not be negative")
+    if config["PERSONA_FILE"] and not Path(config["PERSONA_FILE"]).is_file():
+        raise ConfigError(f"PERSONA_FILE {config['PERSONA_FILE']!r} does not exist")
+    if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
+        raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")

@@ -1,0 +1,75 @@
+"""Shared fixtures: storage on moto and on a real DynamoDB Local, and the Flask app.
+
+The DynamoDB Local server is started once per test session from the jar that
+``npm install`` put in node_modules; a missing jar or Java is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Fake credentials for moto and DynamoDB Local; never real ones in tests.
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
+
+from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ddb_local():
+    """Run one DynamoDB Local server (in memory) for the whole test session."""
+    with DynamoDBLocal() as server:
+        yield server
+
+
+@pytest.fixture
+def moto_storage():
+    """Return a store on moto's in-process DynamoDB (fresh per test)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        storage = DynamoDBStorage(f"t-{uuid.uuid4().hex[:8]}", region_name="us-east-1")
+        storage.create_table()
+        yield storage
+
+
+@pytest.fixture
+def local_storage(ddb_local):
+    """Return a store on the real DynamoDB Local server, in a fresh table."""
+    storage = DynamoDBStorage(
+        f"t-{uuid.uuid4().hex[:8]}", endpoint_url=ddb_local.endpoint_url, region_name="us-east-1"
+    )
+    storage.create_table()
+    yield storage
+    storage.client.delete_table(TableName=storage.table_name)
+
+
+@pytest.fixture(params=["moto", "dynamodb_local"])
+def storage(request):
+    """Return a store on each backend in turn: moto, then a real DynamoDB Local."""
+    if request.param == "moto":
+        return request.getfixturevalue("moto_storage")
+    return request.getfixturevalue("local_storage")
+
+
+@pytest.fixture
+def manager(storage):
+    """Return a ConversationManager over the parametrised store."""
+    return ConversationManager(storage=storage)
