@@ -1,0 +1,5 @@
+"""Placeholder until its owner lands it."""
+
+
+def init_app(app):
+    """Register nothing yet."""
