@@ -239,7 +239,8 @@ class _Server(ThreadingHTTPServer):
 def _usage_for(body: Any, behaviour: Behaviour, text: str) -> tuple[int, int]:
     prompt = behaviour.prompt_tokens
     if prompt is None:
-        chars = len(json.dumps(body.get("messages") or body.get("input") or "")) if isinstance(body, dict) else 0
+        sent = (body.get("messages") or body.get("input") or "") if isinstance(body, dict) else ""
+        chars = len(json.dumps(sent))
         prompt = max(1, chars // 4)
     completion = behaviour.completion_tokens
     if completion is None:
@@ -294,8 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if behaviour.retry_after is not None:
                 headers["Retry-After"] = f"{behaviour.retry_after:g}"
-            kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(behaviour.status, "server_error")
-            self._error(behaviour.status, behaviour.message or f"fake error {behaviour.status}", kind, headers)
+            code = behaviour.status
+            kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(code, "server_error")
+            self._error(code, behaviour.message or f"fake error {code}", kind, headers)
             return
         if behaviour.kind == "malformed":
             self._send(200, behaviour.raw, "application/json")
