@@ -1,5 +1,457 @@
-"""Placeholder until its owner lands it."""
+"""Operator API under /api/v1: read, rename, archive, export and erase conversations.
+
+Closed unless ADMIN_API_TOKEN is set: every route then answers 404. With a
+token, every request needs ``Authorization: Bearer <token>``; anything else
+gets a 401 that says nothing about what exists. Errors always have the shape
+``{"error": {"code": ..., "message": ..., "field": ...}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from app.logutil import mask_number
+from app.openapi import build_document
+from conversation import (
+    Conversation,
+    ConversationManager,
+    ConversationNotFound,
+    InvalidCursor,
+    Message,
+    StorageError,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Opaque to the store's layout: any short id made of these characters is
+# looked up, and an unknown one is a 404.
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,1800}\.[A-Za-z0-9_-]{22}$")
+LIMIT = re.compile(r"^[0-9]{1,6}$")
+MAX_LIMIT = 100
+MAX_TITLE_CHARS = 200
+COUNTER_NAMES = ("tokens", "segments", "model_calls", "delivery_failures")
+
+bp = Blueprint("api", __name__, url_prefix=PREFIX)
 
 
-def init_app(app):
-    """Register nothing yet."""
+class ApiError(Exception):
+    """An error answered as JSON with a stable code (and the offending field)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None):
+    """Build the JSON error response every API failure uses."""
+    response = jsonify({"error": {"code": code, "message": message, "field": field}})
+    response.status_code = status
+    return response
+
+
+def is_valid_number(number: str) -> bool:
+    """Return whether ``number`` is an E.164 phone number (+ and 7 to 15 digits)."""
+    return bool(E164.match(number or ""))
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+def _token() -> str | None:
+    return current_app.config.get("ADMIN_API_TOKEN") or None
+
+
+def _authorized() -> bool:
+    token = _token()
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    # Bytes, so that a non-ASCII header cannot make compare_digest raise.
+    return hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
+
+
+def _gate():
+    """Answer 404 when the API is closed and 401 without the right token; else None."""
+    if not _token():
+        return error_response(404, "not_found", "not found")
+    if not _authorized():
+        response = error_response(401, "unauthorized", "a valid bearer token is required")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dadacat-operator"'
+        return response
+    return None
+
+
+@bp.before_request
+def _require_token():
+    return _gate()
+
+
+@bp.after_request
+def _no_store(response):
+    # Histories are personal data: never let a proxy or browser cache them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _manager() -> ConversationManager:
+    return current_app.extensions["dadacat.manager"]
+
+
+def _number(number: str) -> str:
+    if not is_valid_number(number):
+        raise ApiError(400, "invalid_number", "number must be E.164, like +15551234567", "number")
+    return number
+
+
+def _conversation_id(conversation_id: str) -> str:
+    if not CONVERSATION_ID.match(conversation_id):
+        raise ApiError(
+            400, "invalid_conversation_id",
+            "conversation_id must be 1-64 letters, digits, '.', '_' or '-'", "conversation_id",
+        )
+    return conversation_id
+
+
+def _limit(default: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not LIMIT.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}", "limit")
+    return int(raw)
+
+
+def _cursor_key() -> bytes:
+    # Derived from the operator token: every instance agrees, nobody else can mint one.
+    return hashlib.sha256(b"dadacat-cursor\x00" + _token().encode()).digest()
+
+
+def _sign(scope: str, cursor: str) -> str:
+    digest = hmac.new(_cursor_key(), f"{scope}\x00{cursor}".encode(), hashlib.sha256).digest()
+    return cursor + "." + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def _wrap_cursor(scope: str, cursor: str | None) -> str | None:
+    return _sign(scope, cursor) if cursor else None
+
+
+def _unwrap_cursor(scope: str) -> str | None:
+    """Return the store's cursor from a signed one; a forged or foreign cursor is a 400."""
+    raw = request.args.get("cursor")
+    if raw is None:
+        return None
+    if CURSOR.match(raw):
+        inner = raw.rsplit(".", 1)[0]
+        if hmac.compare_digest(_sign(scope, inner), raw):
+            return inner
+    raise ApiError(400, "invalid_cursor", "cursor is not one this listing issued", "cursor")
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name, "false").lower()
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise ApiError(400, f"invalid_{name}", f"{name} must be true or false", name)
+
+
+def _audit(action: str, number: str | None = None, conversation_id: str | None = None, **extra: Any) -> None:
+    details = " ".join(f"{key}={value}" for key, value in extra.items())
+    log.info(
+        "operator %s number=%s conversation=%s %s",
+        action, mask_number(number), conversation_id or "-", details,
+    )
+
+
+def _existing(number: str, conversation_id: str) -> Conversation:
+    return _manager().get_conversation(number, conversation_id)
+
+
+def conversation_json(conversation: Conversation) -> dict[str, Any]:
+    """Return the API's view of a conversation header."""
+    return {
+        "conversation_id": conversation.conversation_id,
+        "number": conversation.user_id,
+        "title": conversation.title,
+        "is_active": conversation.is_active,
+        "message_count": conversation.message_count,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+        "last_message_at": conversation.last_message_at,
+        "preview": conversation.preview,
+        "deleted_at": conversation.deleted_at,
+    }
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """Return the API's view of one message."""
+    return message.to_dict()
+
+
+# -------------------------------------------------------------------- routes
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """Serve the OpenAPI document describing these routes."""
+    return jsonify(build_document())
+
+
+@bp.get("/conversations")
+def recent_conversations():
+    """List conversations across all numbers, newest activity first."""
+    limit = _limit(20)
+    cursor = _unwrap_cursor("recent")
+    page = _manager().list_recent_conversations(limit=limit, cursor=cursor)
+    _audit("list_recent", count=len(page.items))
+    return jsonify(
+        items=[conversation_json(c) for c in page.items],
+        next_cursor=_wrap_cursor("recent", page.cursor),
+    )
+
+
+@bp.get("/numbers/<number>/conversations")
+def list_conversations(number: str):
+    """List one number's conversations, newest first."""
+    number = _number(number)
+    limit = _limit(20)
+    scope = f"conversations:{number}"
+    cursor = _unwrap_cursor(scope)
+    page = _manager().list_conversations(number, limit=limit, cursor=cursor)
+    _audit("list_conversations", number, count=len(page.items))
+    return jsonify(
+        items=[conversation_json(c) for c in page.items],
+        next_cursor=_wrap_cursor(scope, page.cursor),
+    )
+
+
+@bp.get("/numbers/<number>/conversations/<conversation_id>")
+def get_conversation(number: str, conversation_id: str):
+    """Return one conversation's header."""
+    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    conversation = _existing(number, conversation_id)
+    _audit("get_conversation", number, conversation_id)
+    return jsonify(conversation_json(conversation))
+
+
+@bp.get("/numbers/<number>/conversations/<conversation_id>/messages")
+def list_messages(number: str, conversation_id: str):
+    """List one conversation's messages, oldest first unless order=desc."""
+    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    order = request.args.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "invalid_order", "order must be asc or desc", "order")
+    limit = _limit(50)
+    scope = f"messages:{number}:{conversation_id}:{order}"
+    cursor = _unwrap_cursor(scope)
+    page = _manager().list_messages(
+        number, conversation_id, limit=limit, cursor=cursor, newest_first=order == "desc"
+    )
+    _audit("list_messages", number, conversation_id, count=len(page.items))
+    return jsonify(
+        items=[message_json(m) for m in page.items],
+        next_cursor=_wrap_cursor(scope, page.cursor),
+    )
+
+
+@bp.get("/numbers/<number>/conversations/<conversation_id>/stats")
+def conversation_stats(number: str, conversation_id: str):
+    """Return one conversation's counts, times and usage counters."""
+    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    stats = _manager().conversation_stats(number, conversation_id)
+    counters = {name: int(value) for name, value in stats.get("counters", {}).items()}
+    by_role = {role: int(stats["by_role"].get(role, 0)) for role in ("user", "assistant", "system")}
+    _audit("stats", number, conversation_id)
+    return jsonify(
+        conversation_id=conversation_id,
+        number=number,
+        message_count=stats["message_count"],
+        by_role=by_role,
+        first_message_at=stats["first_message_at"],
+        last_message_at=stats["last_message_at"],
+        duration_seconds=stats["duration_seconds"],
+        **{name: counters.get(name, 0) for name in COUNTER_NAMES},
+        counters=counters,
+    )
+
+
+@bp.patch("/numbers/<number>/conversations/<conversation_id>")
+def update_conversation(number: str, conversation_id: str):
+    """Rename and/or archive a conversation."""
+    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body:
+        raise ApiError(400, "invalid_body", "body must be a JSON object with title and/or archived", "body")
+    unknown = sorted(set(body) - {"title", "archived"})
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown field {unknown[0]!r}", unknown[0])
+    title = body.get("title")
+    if "title" in body:
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE_CHARS:
+            raise ApiError(
+                400, "invalid_title",
+                f"title must be a non-blank string of at most {MAX_TITLE_CHARS} characters", "title",
+            )
+        try:
+            title.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_title", "title must be valid Unicode text", "title") from None
+        title = title.strip()
+    if "archived" in body and body["archived"] is not True:
+        raise ApiError(400, "invalid_archived", "archived can only be set to true", "archived")
+
+    conversation = _existing(number, conversation_id)
+    if conversation.deleted_at:
+        raise ApiError(409, "conversation_deleted", "the conversation is deleted")
+    manager = _manager()
+    # Archive first: if it conflicts, nothing has changed.
+    if body.get("archived") is True:
+        if not manager.archive_conversation(number, conversation_id):
+            raise ApiError(409, "already_archived", "the conversation is already archived", "archived")
+        _audit("archive", number, conversation_id)
+    if title is not None:
+        manager.rename_conversation(number, conversation_id, title)
+        _audit("rename", number, conversation_id)
+    return jsonify(conversation_json(_existing(number, conversation_id)))
+
+
+@bp.delete("/numbers/<number>/conversations/<conversation_id>")
+def delete_conversation(number: str, conversation_id: str):
+    """Soft-delete a conversation (hidden, kept), or hard-delete it with hard=true."""
+    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    hard = _flag("hard")
+    conversation = _existing(number, conversation_id)
+    if not hard and conversation.deleted_at:
+        raise ApiError(409, "already_deleted", "the conversation is already deleted")
+    deleted = _manager().delete_conversation(number, conversation_id, hard=hard)
+    _audit("delete", number, conversation_id, hard=hard, items=deleted)
+    return jsonify(conversation_id=conversation_id, hard=hard, deleted_items=deleted)
+
+
+@bp.post("/numbers/<number>/reset")
+def reset_number(number: str):
+    """Archive the number's active conversation, exactly like texting "reset"."""
+    number = _number(number)
+    archived = _manager().reset_conversation(number)
+    _audit("reset", number, archived)
+    return jsonify(number=number, archived_conversation_id=archived)
+
+
+@bp.get("/numbers/<number>/export")
+def export_number(number: str):
+    """Return everything stored for a number as one JSON document."""
+    number = _number(number)
+    document = _manager().export_user(number)
+    _audit("export", number, conversations=len(document.get("conversations", [])))
+    return jsonify(document)
+
+
+@bp.delete("/numbers/<number>")
+@bp.post("/numbers/<number>/erase")
+def erase_number(number: str):
+    """Delete everything stored for a number; safe to repeat."""
+    number = _number(number)
+    erased = _manager().erase_user(number)
+    _audit("erase", number, items=erased)
+    return jsonify(number=number, erased_items=erased)
+
+
+# -------------------------------------------------------------------- errors
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, exc.field)
+
+
+@bp.errorhandler(InvalidCursor)
+def _invalid_cursor(exc: InvalidCursor):
+    return error_response(400, "invalid_cursor", "cursor is not one this listing issued", "cursor")
+
+
+@bp.errorhandler(ConversationNotFound)
+def _not_found(exc: ConversationNotFound):
+    return error_response(404, "conversation_not_found", "no such conversation for this number", "conversation_id")
+
+
+@bp.errorhandler(StorageUnavailable)
+def _unavailable(exc: StorageUnavailable):
+    log.error("operator API: storage unavailable: %s", exc)
+    response = error_response(503, "storage_unavailable", "the conversation store cannot be reached")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+@bp.errorhandler(StorageError)
+def _storage_error(exc: StorageError):
+    # TableMissing and other refusals: the store is there but will not serve us.
+    log.error("operator API: storage error: %s", exc)
+    return error_response(503, "storage_error", "the conversation store refused the request")
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    return _http_json(exc)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    log.exception("operator API: unexpected error")
+    return error_response(500, "internal_error", "unexpected error")
+
+
+def _http_json(exc: HTTPException):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    message = {404: "not found", 405: "method not allowed"}.get(exc.code or 0, exc.name or "error")
+    response = error_response(exc.code or 500, code, message)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return response
+
+
+def _in_api(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def _routing_handler(status: int, previous):
+    """Answer unmatched /api/v1 URLs with JSON (after the token check); defer elsewhere."""
+
+    def handle(exc: HTTPException):
+        if not _in_api(request.path):
+            return previous(exc) if previous else exc
+        gate = _gate()
+        if gate is not None:
+            return gate
+        return _http_json(exc)
+
+    return handle
+
+
+def init_app(app: Flask) -> None:
+    """Register the operator API and JSON 404/405 answers for its URL prefix."""
+    app.register_blueprint(bp)
+    # Routing errors never reach a blueprint's handlers; keep any app-wide
+    # handler registered before us for URLs outside the API.
+    existing = app.error_handler_spec.get(None, {})
+    for status in (404, 405):
+        previous = next(iter(existing.get(status, {}).values()), None)
+        app.register_error_handler(status, _routing_handler(status, previous))
