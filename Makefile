@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test bench lint install install-dev node clean
+.PHONY: run sms test bench lint docs install install-dev node clean
+
+# Bot port for `make run` / `make sms`; DYNAMODB_LOCAL=auto|jar|docker picks DynamoDB Local's source.
+PORT ?= 5000
+DYNAMODB_LOCAL ?= auto
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +28,26 @@ node_modules/.installed: package.json package-lock.json
 install: $(VENV)/.installed node_modules/.installed
 install-dev: $(VENV)/.installed-dev node_modules/.installed
 
+# Node (for the DynamoDB Local jar) is not needed with your own endpoint or Docker;
+# run_local.py names a missing Java itself.
+RUN_NEEDS := $(VENV)/.installed $(if $(or $(AWS_ENDPOINT_URL),$(filter docker,$(DYNAMODB_LOCAL))),,node_modules/.installed)
+
+run: $(RUN_NEEDS)
+	$(PY) scripts/run_local.py --port $(PORT) --dynamodb $(DYNAMODB_LOCAL)
+
+sms: $(VENV)/.installed
+	$(PY) scripts/sms.py --port $(PORT)
+
+# The DynamoDB Local tier starts its own server from node_modules, so it never skips.
 test: install-dev
+	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	$(PY) -m pytest -q
+
+docs: $(VENV)/.installed
+	$(PY) scripts/gen_config_docs.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

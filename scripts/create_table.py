@@ -1,0 +1,70 @@
+"""Create the conversations table (and its index and TTL setting) if it is missing.
+
+Reads the table name, region, endpoint and TTL through ``app.config.load_config``
+(environment and ``.env``). Safe to run any number of times.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.config import ConfigError, load_config  # noqa: E402
+from conversation import DynamoDBStorage  # noqa: E402
+from conversation.errors import StorageError  # noqa: E402
+
+# boto3's own variables, not app settings: passed through so a launcher can
+# hand over placeholder credentials for DynamoDB Local.
+_CREDENTIAL_NAMES = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+}
+
+
+def create_table(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+    """Create the configured table if missing; return True when it was created.
+
+    ``environ`` may carry AWS credentials to use instead of boto3's usual chain.
+    """
+    client = None
+    if environ is not None and environ.get("AWS_ACCESS_KEY_ID"):
+        import boto3
+
+        credentials = {arg: environ[name] for name, arg in _CREDENTIAL_NAMES.items() if environ.get(name)}
+        client = boto3.session.Session(**credentials).client(
+            "dynamodb", endpoint_url=config["AWS_ENDPOINT_URL"], region_name=config["AWS_REGION"]
+        )
+    storage = DynamoDBStorage(
+        config["DYNAMODB_TABLE_NAME"],
+        client=client,
+        endpoint_url=config["AWS_ENDPOINT_URL"],
+        region_name=config["AWS_REGION"],
+        ttl_days=config["CONVERSATION_TTL_DAYS"],
+    )
+    return storage.create_table()
+
+
+def main() -> int:
+    """Create the table named by the configuration and say what happened."""
+    try:
+        # This script serves no webhook, so the Twilio token is not needed here.
+        config = load_config({"TWILIO_VALIDATE_SIGNATURE": False})
+        created = create_table(config)
+    except (ConfigError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    where = config["AWS_ENDPOINT_URL"] or f"AWS {config['AWS_REGION']}"
+    state = "created" if created else "already exists"
+    print(f"table {config['DYNAMODB_TABLE_NAME']} {state} ({where})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

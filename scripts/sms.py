@@ -1,0 +1,156 @@
+"""Text the running bot from a terminal, signing each text exactly as Twilio does.
+
+Interactive:  .venv/bin/python scripts/sms.py [--from +15555550123]
+One text:     .venv/bin/python scripts/sms.py "hello cat"   (prints the reply, exits)
+
+The auth token comes from the same settings the bot reads (``.env``, else the
+``.local/dev.env`` that ``make run`` generates, and the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+from app.config import ConfigError, load_config  # noqa: E402
+from scripts.run_local import dotenv_file  # noqa: E402
+
+DEFAULT_FROM = "+15555550123"
+DEFAULT_TO = "+15555550100"
+# The GSM-7 basic character set: a text outside it is sent as UCS-2 (70 per segment).
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+class SendError(RuntimeError):
+    """The bot could not be reached or answered with an error."""
+
+
+def segments(body: str) -> int:
+    """Return how many SMS segments Twilio would count for this body."""
+    single, multi = (160, 153) if set(body) <= GSM7 else (70, 67)
+    length = len(body)
+    if length <= single:
+        return 1
+    return -(-length // multi)
+
+
+def build_params(body: str, sender: str, to: str, account_sid: str) -> dict[str, str]:
+    """Return the form fields Twilio posts for an inbound text."""
+    return {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": account_sid,
+        "From": sender,
+        "To": to,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": str(segments(body)),
+    }
+
+
+def parse_twiml(document: bytes | str) -> list[str]:
+    """Return the texts of the <Message> elements in a TwiML response."""
+    root = ET.fromstring(document)
+    if root.tag != "Response":
+        raise SendError(f"expected a TwiML <Response>, got <{root.tag}>")
+    replies = []
+    for message in root.iter("Message"):
+        body = message.find("Body")
+        replies.append((body.text if body is not None else message.text) or "")
+    return replies
+
+
+def send(url: str, params: dict[str, str], token: str | None, timeout: float = 20.0) -> list[str]:
+    """Post one signed text to the bot and return its replies."""
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        "User-Agent": "TwilioProxy/1.1 (dadacat scripts/sms.py)",
+    }
+    if token:
+        headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(url, params)
+    request = urllib.request.Request(
+        url, data=urllib.parse.urlencode(params).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return parse_twiml(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()[:300]
+        hint = " (the auth token differs from the bot's: check .env / .local/dev.env)" if exc.code == 403 else ""
+        raise SendError(f"the bot answered HTTP {exc.code}{hint}: {detail}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise SendError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is the bot running (`make run`)?") from None
+    except ET.ParseError as exc:
+        raise SendError(f"the bot's answer is not XML: {exc}") from None
+
+
+def auth_token(explicit: str | None) -> str | None:
+    """Return the token to sign with: the flag, else the bot's configured token."""
+    if explicit:
+        return explicit
+    config = load_config(dotenv_path=dotenv_file(ROOT))
+    return config["TWILIO_AUTH_TOKEN"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Send one text, or read texts from the terminal until end of input."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("text", nargs="*", help="send this one text, print the reply and exit")
+    parser.add_argument("--from", dest="sender", default=DEFAULT_FROM, help=f"your number (default {DEFAULT_FROM})")
+    parser.add_argument("--to", default=DEFAULT_TO, help=f"the bot's number (default {DEFAULT_TO})")
+    parser.add_argument("--port", type=int, default=5000, help="bot port on 127.0.0.1 (default 5000)")
+    parser.add_argument("--url", help="webhook URL (default http://127.0.0.1:PORT/sms)")
+    parser.add_argument("--token", help="auth token to sign with (default: the bot's settings)")
+    args = parser.parse_args(argv)
+    url = args.url or f"http://127.0.0.1:{args.port}/sms"
+    try:
+        token = auth_token(args.token)
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
+    account_sid = "AC" + secrets.token_hex(16)
+
+    if args.text:
+        try:
+            replies = send(url, build_params(" ".join(args.text), args.sender, args.to, account_sid), token)
+        except SendError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(replies) if replies else "(no reply)")
+        return 0
+
+    print(f"Texting {url} from {args.sender}. Type a text and press Enter; Ctrl-D quits.")
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line.strip():
+            continue
+        try:
+            replies = send(url, build_params(line, args.sender, args.to, account_sid), token)
+        except SendError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        for reply in replies or ["(no reply)"]:
+            print(f"cat> {reply}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
