@@ -73,6 +73,10 @@ MAX_PAGE_SIZE = 1000
 # How far back the cross-user activity listing looks for day buckets.
 DEFAULT_ACTIVITY_LOOKBACK_DAYS = 90
 _TX_ATTEMPTS = 12
+# One transaction holds at most 100 actions and 4 MB: 99 messages plus their header.
+_BATCH_MESSAGES = 99
+_BATCH_BYTES = 3_500_000
+_POP_ATTEMPTS = 200
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -828,6 +832,241 @@ class DynamoDBStorage:
             }
         )
         return items
+
+    # ------------------------------------------------- batches (agent sessions)
+
+    def append_many(
+        self,
+        user_id: str,
+        messages: list[Message],
+        *,
+        conversation_id: str | None = None,
+        create: bool = False,
+        counters: dict[str, int] | None = None,
+    ) -> list[Message]:
+        """Append messages in the given order with as few transactions as possible.
+
+        Every item is size-checked before anything is written, so one oversized
+        message refuses the whole batch (MessageTooLarge). A batch that fits one
+        transaction (99 messages and about 3.5 MB; DynamoDB allows 100 actions and
+        4 MB) is all-or-nothing. A larger batch is written as consecutive
+        transactions in order, each all-or-nothing: a failure midway leaves a
+        prefix of the batch stored, never a gap. Sort keys share one time key and
+        end in the item's index, so order holds even with equal timestamps.
+        With ``create`` the header of ``conversation_id`` is made if missing;
+        without ``conversation_id`` the user's active conversation is used.
+        ``counters`` are added to the header with the first transaction.
+        """
+        if not messages:
+            return []
+        if create and conversation_id is None:
+            raise ValueError("create needs a conversation_id")
+        probe_sk = "M#" + "x" * (64 + len(conversation_id or "x" * 40))
+        sizes = []
+        for message in messages:
+            probe = self._message_item(user_id, message, probe_sk)
+            self._check_size(probe, "message")
+            sizes.append(_item_size(probe))
+        chunks: list[list[int]] = [[]]
+        budget = 0
+        for index, size in enumerate(sizes):
+            if chunks[-1] and (len(chunks[-1]) >= _BATCH_MESSAGES or budget + size > _BATCH_BYTES):
+                chunks.append([])
+                budget = 0
+            chunks[-1].append(index)
+            budget += size
+        time_key = _time_key(messages[0].timestamp)
+        token = secrets.token_hex(4)
+        width = max(4, len(str(len(messages) - 1)))
+        cid = conversation_id
+        for number, chunk in enumerate(chunks):
+            pinned = cid is not None
+            for attempt in range(_TX_ATTEMPTS):
+                target = cid if pinned else self._active_id(user_id)
+                sort_keys = [f"{_msg_prefix(target)}{time_key}#{token}.{i:0{width}d}" for i in chunk]
+                batch = [messages[i] for i in chunk]
+                items: list[dict[str, Any]] = [
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": self._message_item(user_id, message, sk),
+                            "ConditionExpression": "attribute_not_exists(sk)",
+                        }
+                    }
+                    for message, sk in zip(batch, sort_keys, strict=True)
+                ]
+                items.append(
+                    self._batch_header_update(
+                        user_id, target, batch, counters if number == 0 else None, pinned, create
+                    )
+                )
+                try:
+                    self._transact(items)
+                except _Cancelled as cancelled:
+                    codes = cancelled.codes
+                    if codes[-1] == "ConditionalCheckFailed":
+                        if pinned:
+                            raise ConversationNotFound(f"{target} is missing or deleted") from None
+                        continue  # archived under us: use the new active conversation
+                    if "TransactionConflict" in codes:
+                        time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())
+                        continue
+                    raise StorageError(f"batch append failed: {codes}") from None
+                for message, sk in zip(batch, sort_keys, strict=True):
+                    message.conversation_id = target
+                    message.position = sk.split("#", 2)[2]
+                cid = target
+                break
+            else:
+                raise StorageError("batch append failed: too much contention on this conversation")
+        return messages
+
+    def _batch_header_update(
+        self,
+        user_id: str,
+        cid: str,
+        batch: list[Message],
+        counters: dict[str, int] | None,
+        pinned: bool,
+        create: bool,
+    ) -> dict[str, Any]:
+        now = isoformat(utc_now())
+        last = batch[-1]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":n": _n(len(batch)),
+            ":now": _s(now),
+            ":ts": _s(last.timestamp),
+            ":preview": _s(last.content[:PREVIEW_CHARS] or ("[media]" if last.media_urls else "")),
+            ":role": _s(last.role),
+            ":gpk": _s(f"A#{now[:10]}"),
+            ":gsk": _s(f"{now[:16]}#{user_id}#{cid}"),
+        }
+        adds = ["message_count :n"]
+        per_role: dict[str, int] = {}
+        for message in batch:
+            per_role[message.role] = per_role.get(message.role, 0) + 1
+        for index, (role, count) in enumerate(sorted(per_role.items())):
+            names[f"#r{index}"] = f"{role}_count"
+            values[f":r{index}"] = _n(count)
+            adds.append(f"#r{index} :r{index}")
+        for index, (name, amount) in enumerate(sorted((counters or {}).items())):
+            if not name.isidentifier():
+                raise ValueError(f"counter name {name!r} is not an identifier")
+            names[f"#c{index}"] = f"ctr_{name}"
+            values[f":c{index}"] = _n(int(amount))
+            adds.append(f"#c{index} :c{index}")
+        sets = [
+            "updated_at = :now",
+            "last_message_at = :ts",
+            "preview = :preview",
+            "last_role = :role",
+            "gsi1pk = :gpk",
+            "gsi1sk = :gsk",
+        ]
+        expires = self._ttl_value()
+        if expires is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = _n(expires)
+        if create:
+            sets += [
+                "entity = :entity",
+                "user_id = :uid",
+                "conversation_id = :cid",
+                "created_at = if_not_exists(created_at, :now)",
+                "is_active = if_not_exists(is_active, :t)",
+            ]
+            values.update({":entity": _s("conversation"), ":uid": _s(user_id), ":cid": _s(cid)})
+            values[":t"] = {"BOOL": True}
+            condition = "attribute_not_exists(deleted_at)"
+        else:
+            condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+            if not pinned:
+                condition += " AND is_active = :t"
+                values[":t"] = {"BOOL": True}
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": _s(_user_pk(user_id)), "sk": _s(_conv_sk(cid))},
+            "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return {"Update": update}
+
+    def pop_newest(self, user_id: str, conversation_id: str) -> Message | None:
+        """Delete and return a conversation's newest message; None when it has none.
+
+        Safe under concurrent callers: the delete is conditional on the item still
+        existing, so a message goes to one caller only; the others move on to the
+        next newest. The header's counts drop in the same transaction. (A marker
+        from an idempotent append is left; ``get_message`` then finds nothing.)
+        """
+        pk = _s(_user_pk(user_id))
+        for attempt in range(_POP_ATTEMPTS):
+            newest = self.recent_messages(user_id, conversation_id, 1)
+            if not newest:
+                return None
+            message = newest[0]
+            key = {"pk": pk, "sk": _s(f"{_msg_prefix(conversation_id)}{message.position}")}
+            try:
+                self._transact(
+                    [
+                        {
+                            "Delete": {
+                                "TableName": self.table_name,
+                                "Key": key,
+                                "ConditionExpression": "attribute_exists(sk)",
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.table_name,
+                                "Key": {"pk": pk, "sk": _s(_conv_sk(conversation_id))},
+                                "UpdateExpression": "ADD message_count :m, #rc :m",
+                                "ConditionExpression": "attribute_exists(pk)",
+                                "ExpressionAttributeNames": {"#rc": f"{message.role}_count"},
+                                "ExpressionAttributeValues": {":m": _n(-1)},
+                            }
+                        },
+                    ]
+                )
+            except _Cancelled as cancelled:
+                codes = cancelled.codes
+                if codes[0] == "ConditionalCheckFailed":
+                    continue  # another caller took it: try the next newest
+                if codes[-1] == "ConditionalCheckFailed":
+                    # No header (being cleared): take the message alone.
+                    try:
+                        self._call(
+                            "delete_item",
+                            passthrough=("ConditionalCheckFailedException",),
+                            TableName=self.table_name,
+                            Key=key,
+                            ConditionExpression="attribute_exists(sk)",
+                        )
+                    except ClientError:
+                        continue
+                    return message
+                if "TransactionConflict" in codes:
+                    time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+                    continue
+                raise StorageError(f"pop failed: {codes}") from None
+            return message
+        raise StorageError("pop failed: too much contention on this conversation")
+
+    def clear_messages(self, user_id: str, conversation_id: str) -> int:
+        """Delete a conversation's messages, then its header; return items deleted.
+
+        Paginated batch deletes, safe to re-run. Meant for conversations written
+        without idempotency markers (agent sessions); ``hard_delete_conversation``
+        also removes markers.
+        """
+        messages = self._iter_partition(user_id, _msg_prefix(conversation_id), ("sk",))
+        keys = [item["sk"]["S"] for item in messages]
+        # Header last, so a crash midway leaves something to retry from.
+        return self._delete_keys(user_id, keys) + self._delete_keys(user_id, [_conv_sk(conversation_id)])
 
     def _transact(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         try:
