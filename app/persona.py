@@ -1,5 +1,526 @@
-"""Placeholder until its owner lands it."""
+"""DadaCat's replies: from an OpenAI-compatible model, or from the built-in offline persona.
+
+The webhook depends on one interface only::
+
+    responder.reply(history, text, *, deadline=None, media_urls=(), message_id=None) -> Reply
+
+``history`` holds the conversation's earlier messages (oldest first) and EXCLUDES the text being
+answered; ``text`` is that new text. A message in ``history`` whose id equals ``message_id`` is
+dropped, so a caller that loaded the window after recording the text can pass it through
+unchanged. ``reply`` never raises and never returns empty text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROMPT_FILE = Path(__file__).with_name("persona_prompt.txt")
+OFFLINE_MODEL = "dadacat-offline"
+LAST_RESORT = "mrrp. the wires are tangled in my whiskers. say it again?"
 
 
-def init_app(app):
-    """Register nothing yet."""
+def _zero_usage() -> dict[str, int]:
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+@dataclass
+class Reply:
+    """A reply's text plus what producing it cost.
+
+    ``fallback`` is None (the first model answered), ``"fallback-model"`` (a later model
+    answered), ``"offline"`` (the offline persona answered by design) or ``"error"`` (every
+    model failed within the deadline and the offline persona stood in; ``error`` says why).
+    """
+
+    text: str
+    model: str | None
+    usage: dict[str, int] = field(default_factory=_zero_usage)
+    latency_ms: float = 0.0
+    fallback: str | None = None
+    attempts: int = 0
+    error: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """Return a JSON-ready dict to store on the reply message."""
+        return {
+            "model": self.model,
+            "usage": {key: int(self.usage.get(key, 0)) for key in _zero_usage()},
+            "latency_ms": round(float(self.latency_ms), 1),
+            "fallback": self.fallback,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+class Responder(Protocol):
+    """Anything that turns a conversation window and a new text into a Reply."""
+
+    def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
+              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply: ...
+
+
+# --- the persona prompt ------------------------------------------------------------------
+
+
+def load_system_prompt(path: str | Path | None = None, *, max_chars: int = 320) -> str:
+    """Read the system prompt (the built-in DadaCat one unless ``path``), filling ``{max_chars}``.
+
+    :raises ConfigError: when the file is empty.
+    """
+    source = Path(path) if path else PROMPT_FILE
+    text = source.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ConfigError(f"PERSONA_FILE {str(source)!r} is empty")
+    # A plain replace, not str.format: persona files may contain other braces.
+    return text.replace("{max_chars}", str(max_chars))
+
+
+# --- shared helpers ----------------------------------------------------------------------
+
+
+def clip(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars`` characters, on a word boundary when one is near."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    # Only back up to a space when it keeps most of the text; otherwise cut mid-word.
+    if space >= max_chars // 2:
+        cut = cut[:space]
+    return cut.rstrip() or text[:max_chars]
+
+
+def describe_media(count: int) -> str:
+    """Say in words that pictures were sent (the model sees no media)."""
+    if count <= 0:
+        return ""
+    return "[sent a picture]" if count == 1 else f"[sent {count} pictures]"
+
+
+def chat_content(content: str, media_urls: Sequence[str] = ()) -> str:
+    """Return the text a model should see for a message, media described in words."""
+    parts = [part for part in (content.strip(), describe_media(len(media_urls))) if part]
+    return " ".join(parts)
+
+
+def _field(message: Any, name: str, default: Any = None) -> Any:
+    if isinstance(message, dict):
+        return message.get(name, default)
+    return getattr(message, name, default)
+
+
+# --- the offline persona -----------------------------------------------------------------
+
+_STOPWORDS = frozenset(
+    "the and you your are was were what when where which who why how this that these those with "
+    "from have has had not but for can could would should will just like about there their they "
+    "them then than its it's i'm im dont don't does did into onto out our ours she her his him "
+    "hello hey hii yes yeah okay ok please thanks thank tell much very some more also".split()
+)
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+_SOUNDS = ("mrrp", "prrrt", "meow", "mrow", "ksss", "dada dada", "zing-zang-meow", "purr purr",
+           "hmmmrrp", "tzitzi miau", "brrrp", "nyaa", "rrrr-tic")
+_OPENINGS = (
+    "{word}? {sound}.",
+    "{sound}. you say {word}, I hear a modem.",
+    "{word} {word} {word}, {sound}.",
+    "{sound}! {word} falls off the table.",
+    "ah, {word}. {sound}.",
+    "{sound}... {word} is warm, like a server rack.",
+)
+_MIDDLES = (
+    "my whiskers cache {word} until the kernel panics",
+    "the {word} buffer overflows with moonlight",
+    "I garbage-collect {word} at midnight",
+    "404: {word} not found in the cardboard box",
+    "a null pointer naps on the keyboard",
+    "every packet smells of fish",
+    "the cursor blinks and I pounce",
+    "the yarn is a linked list with no end",
+    "sunbeam.exe has stopped responding",
+    "I compiled a dream and it purred",
+    "the moon is a monitor left on",
+)
+_QUESTIONS = (
+    "is {word} a cursor or a mouse?",
+    "why ask about {word} when the box is empty?",
+    "who taught {word} to purr?",
+    "does the red dot know your name?",
+    "what is {word} but a sunbeam with a password?",
+    "and if {word} were a fish, would you share it?",
+)
+_CLOSERS = ("dada.", "mrrp.", "prrt.", "end of file.", "reboot the moon.", "meow, or not.",
+            "ksss.", "loop forever.")
+_NOTHING = ("silence", "the blank", "nothing", "the static")
+
+
+@dataclass
+class OfflineResponder:
+    """Answer as DadaCat with no model: fragments, sounds and a word from the text.
+
+    With a ``seed``, the same history length and text give the same reply; without one,
+    replies vary.
+    """
+
+    seed: int | None = None
+    max_chars: int = 320
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
+              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
+        """Return an offline DadaCat reply that refers to ``text``."""
+        del deadline, message_id  # instant, and the window is not needed beyond its length
+        started = time.monotonic()
+        try:
+            body = self.compose(text, history_length=len(history), pictures=len(media_urls))
+        except Exception:  # never let the last line of defence fail the texter
+            log.exception("offline persona failed; using its last-resort line")
+            body = clip(LAST_RESORT, self.max_chars)
+        return Reply(text=body, model=OFFLINE_MODEL, usage=_zero_usage(),
+                     latency_ms=(time.monotonic() - started) * 1000, fallback="offline")
+
+    def compose(self, text: str, *, history_length: int = 0, pictures: int = 0) -> str:
+        """Build the reply text (deterministic for a given seed and inputs)."""
+        if self.seed is not None:
+            # A str seed is hashed with SHA-512, so this is stable across processes.
+            rng = random.Random(f"{self.seed}|{history_length}|{pictures}|{text}")
+        else:
+            with self._lock:
+                rng = random.Random(self._rng.getrandbits(64))
+        word = self._pick_word(text, rng, pictures)
+        sound = rng.choice(_SOUNDS)
+        parts = [rng.choice(_OPENINGS).format(word=word, sound=sound)]
+        if text.strip().endswith("?") or rng.random() < 0.4:
+            parts.append(rng.choice(_QUESTIONS).format(word=word))
+        else:
+            parts.append(rng.choice(_MIDDLES).format(word=word) + ".")
+        if rng.random() < 0.5:
+            parts.append(rng.choice(_CLOSERS))
+        return clip(" ".join(parts), self.max_chars) or clip(LAST_RESORT, self.max_chars)
+
+    @staticmethod
+    def _pick_word(text: str, rng: random.Random, pictures: int) -> str:
+        words = [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS]
+        if not words:
+            words = _WORD.findall(text)
+        if not words:
+            return "the picture" if pictures else rng.choice(_NOTHING)
+        # Longer words tend to carry the meaning; pick among those near the longest.
+        longest = max(len(w) for w in words)
+        candidates = sorted({w.lower() for w in words if len(w) >= longest - 2})
+        return rng.choice(candidates)[:24]
+
+
+# --- the model-backed responder ----------------------------------------------------------
+
+
+class _AttemptFailed(Exception):
+    """One model call gave nothing usable; ``kind`` says why, ``retry`` whether to try again."""
+
+    def __init__(self, kind: str, *, retry: bool = True, wait: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.retry = retry
+        self.wait = wait
+
+
+class OpenAIResponder:
+    """Answer with an OpenAI-compatible Chat Completions model, inside one deadline.
+
+    The messages sent are the system prompt, then the newest earlier messages that fit both
+    ``history_max_messages`` and ``history_max_chars`` (oldest first; system messages skipped),
+    then the new text exactly once. One deadline bounds every attempt and pause together: each
+    call's timeout is the time left. A 429, 5xx, timeout, connection error, malformed body,
+    empty answer or refusal is retried on the same model (up to ``attempts_per_model``) while
+    time remains, then the next of ``fallback_models`` is tried; other 4xx answers skip straight
+    to the next model. When nothing works in time, the offline persona answers
+    (``fallback="error"``).
+    """
+
+    MIN_ATTEMPT_SECONDS = 0.2  # below this an HTTP call cannot succeed; stop and fall back
+
+    def __init__(
+        self,
+        api_key: str,
+        model: str = "gpt-4o-mini",
+        *,
+        base_url: str | None = None,
+        fallback_models: Sequence[str] = (),
+        temperature: float = 1.0,
+        max_tokens: int = 200,
+        deadline_seconds: float = 10.0,
+        system_prompt: str | None = None,
+        history_max_messages: int = 20,
+        history_max_chars: int = 6000,
+        max_chars: int = 320,
+        attempts_per_model: int = 2,
+        backoff_seconds: float = 0.25,
+        offline: OfflineResponder | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is required (use OfflineResponder when there is none)")
+        self.api_key = api_key
+        self.model = model
+        self.base_url = base_url or None
+        self.models = tuple(dict.fromkeys([model, *fallback_models]))  # ordered, no repeats
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.deadline_seconds = deadline_seconds
+        self.system_prompt = system_prompt or load_system_prompt(max_chars=max_chars)
+        self.history_max_messages = history_max_messages
+        self.history_max_chars = history_max_chars
+        self.max_chars = max_chars
+        self.attempts_per_model = max(1, attempts_per_model)
+        self.backoff_seconds = backoff_seconds
+        self.offline = offline or OfflineResponder(max_chars=max_chars)
+        self._client: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    # The client and worker threads are made on first use, so nothing is built at import or
+    # before gunicorn forks its workers.
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import openai
+
+                self._client = openai.OpenAI(api_key=self.api_key, base_url=self.base_url,
+                                             max_retries=0, timeout=self.deadline_seconds)
+            return self._client
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dadacat-model")
+            return self._executor
+
+    def close(self) -> None:
+        """Release the HTTP client and worker threads."""
+        with self._lock:
+            client, self._client = self._client, None
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.close()
+
+    def build_messages(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
+                       message_id: str | None = None) -> list[dict[str, str]]:
+        """Return the chat messages to send: system prompt, trimmed window, then the new text."""
+        window: list[dict[str, str]] = []
+        used_chars = 0
+        for message in reversed(list(history)):
+            if len(window) >= self.history_max_messages:
+                break
+            role = _field(message, "role", "user")
+            if role not in ("user", "assistant"):
+                continue  # system notes (resets, operator remarks) are not conversation
+            if message_id is not None and _field(message, "message_id") == message_id:
+                continue  # the text being answered goes last, exactly once
+            content = chat_content(_field(message, "content", "") or "",
+                                   _field(message, "media_urls", ()) or ())
+            if not content:
+                continue
+            if used_chars + len(content) > self.history_max_chars:
+                break  # stop rather than skip, so the window stays contiguous
+            used_chars += len(content)
+            window.append({"role": role, "content": content})
+        window.reverse()
+        current = chat_content(text or "", media_urls) or "[sent an empty text]"
+        return [{"role": "system", "content": self.system_prompt}, *window,
+                {"role": "user", "content": current}]
+
+    def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
+              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
+        """Return the model's reply, or the offline persona's when no model answers in time.
+
+        ``deadline`` is the number of seconds this reply may take (capped at
+        ``deadline_seconds``); None means ``deadline_seconds``.
+        """
+        started = time.monotonic()
+        budget = self.deadline_seconds if deadline is None else min(deadline, self.deadline_seconds)
+        ends = started + max(0.0, budget)
+        usage = _zero_usage()
+        attempts = 0
+        last_error = "deadline"
+        try:
+            messages = self.build_messages(history, text, media_urls=media_urls, message_id=message_id)
+            for index, model in enumerate(self.models):
+                for attempt in range(self.attempts_per_model):
+                    remaining = ends - time.monotonic()
+                    if remaining < self.MIN_ATTEMPT_SECONDS:
+                        raise _AttemptFailed(last_error, retry=False)
+                    attempts += 1
+                    try:
+                        answer, answered_by = self._call(model, messages, remaining, usage)
+                    except _AttemptFailed as failure:
+                        last_error = failure.kind
+                        log.warning("model %s attempt %d failed: %s", model, attempt + 1, failure.kind)
+                        if not failure.retry or attempt + 1 >= self.attempts_per_model:
+                            break
+                        pause = self.backoff_seconds * (2 ** attempt)
+                        if failure.wait is not None:
+                            pause = max(pause, failure.wait)
+                        if ends - time.monotonic() - pause < self.MIN_ATTEMPT_SECONDS:
+                            break  # no time to wait and retry here; the next model may do better
+                        time.sleep(pause)
+                        continue
+                    return Reply(
+                        text=clip(answer, self.max_chars),
+                        model=answered_by,
+                        usage=usage,
+                        latency_ms=(time.monotonic() - started) * 1000,
+                        fallback=None if index == 0 else "fallback-model",
+                        attempts=attempts,
+                        error=None if attempts == 1 else last_error,
+                    )
+        except _AttemptFailed:
+            pass
+        except Exception:  # the texter must still get an answer; the cause goes to the log
+            log.exception("unexpected failure while asking the model")
+            last_error = "internal"
+        stand_in = self.offline.reply(history, text, media_urls=media_urls)
+        return Reply(
+            text=clip(stand_in.text, self.max_chars) or clip(LAST_RESORT, self.max_chars),
+            model=OFFLINE_MODEL,
+            usage=usage,
+            latency_ms=(time.monotonic() - started) * 1000,
+            fallback="error",
+            attempts=attempts,
+            error=last_error,
+        )
+
+    def _call(self, model: str, messages: list[dict[str, str]], remaining: float,
+              usage: dict[str, int]) -> tuple[str, str]:
+        """Make one call within ``remaining`` seconds; add its usage; return (text, model)."""
+        client = self._get_client()
+        future = self._get_executor().submit(
+            client.chat.completions.create,
+            model=model,
+            messages=messages,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            timeout=remaining,
+        )
+        try:
+            # httpx's timeout is per phase (connect, each read); this bounds the call as a whole.
+            response = future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()
+            raise _AttemptFailed("timeout") from None
+        except Exception as exc:
+            raise _classify(exc) from exc
+        counted = getattr(response, "usage", None)
+        if counted is not None:
+            for key in usage:
+                usage[key] += int(getattr(counted, key, 0) or 0)
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            raise _AttemptFailed("empty")
+        message = choices[0].message
+        if getattr(message, "refusal", None):
+            raise _AttemptFailed("refusal")
+        content = (getattr(message, "content", None) or "").strip()
+        if not content:
+            raise _AttemptFailed("empty")
+        return content, getattr(response, "model", None) or model
+
+
+def _classify(exc: BaseException) -> _AttemptFailed:
+    """Turn an exception from the openai client into a retry decision."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return _AttemptFailed("timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return _AttemptFailed("connection")
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        if code == 429:
+            return _AttemptFailed("rate_limited", wait=_retry_after(exc.response))
+        if code >= 500 or code in (408, 409):
+            return _AttemptFailed(f"http_{code}", wait=_retry_after(exc.response))
+        # 400/401/403/404/422: this model will not answer this request; try the next one.
+        return _AttemptFailed(f"http_{code}", retry=False)
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError):
+        return _AttemptFailed("malformed")
+    if isinstance(exc, openai.OpenAIError):
+        return _AttemptFailed(type(exc).__name__)
+    raise exc
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                return None  # an HTTP date; the deadline decides instead
+    return None
+
+
+# --- wiring ------------------------------------------------------------------------------
+
+
+def init_app(app) -> None:
+    """Put the configured responder and an offline one in ``app.extensions``."""
+    config = app.config
+    max_chars = int(config.get("REPLY_MAX_CHARS") or 320)
+    offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
+        seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
+    )
+    responder = config.get("RESPONDER")
+    if responder is None:
+        if config.get("OPENAI_API_KEY"):
+            responder = OpenAIResponder(
+                config["OPENAI_API_KEY"],
+                config.get("OPENAI_MODEL") or "gpt-4o-mini",
+                base_url=config.get("OPENAI_BASE_URL"),
+                fallback_models=tuple(config.get("OPENAI_FALLBACK_MODELS") or ()),
+                temperature=float(config.get("OPENAI_TEMPERATURE", 1.0)),
+                max_tokens=int(config.get("OPENAI_MAX_TOKENS") or 200),
+                deadline_seconds=float(config.get("REPLY_DEADLINE_SECONDS") or 10.0),
+                system_prompt=load_system_prompt(config.get("PERSONA_FILE"), max_chars=max_chars),
+                history_max_messages=int(config.get("HISTORY_MAX_MESSAGES", 20)),
+                history_max_chars=int(config.get("HISTORY_MAX_CHARS", 6000)),
+                max_chars=max_chars,
+                offline=offline,
+            )
+            log.info(
+                "model replies on: %s at %s (fallbacks: %s), deadline %.1f s",
+                responder.model, responder.base_url or "api.openai.com",
+                ", ".join(responder.models[1:]) or "none", responder.deadline_seconds,
+            )
+        else:
+            responder = offline
+            hint = (" OPENAI_BASE_URL is set: local servers accept any non-empty key."
+                    if config.get("OPENAI_BASE_URL") else "")
+            log.warning(
+                "model replies are off: OPENAI_API_KEY is not set, so the offline DadaCat persona "
+                "answers every text. Set OPENAI_API_KEY (and OPENAI_MODEL, optionally "
+                "OPENAI_BASE_URL) to turn them on.%s", hint,
+            )
+    app.extensions["dadacat.responder"] = responder
+    app.extensions["dadacat.offline_responder"] = offline
