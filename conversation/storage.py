@@ -1373,7 +1373,7 @@ class DynamoDBStorage:
                 continue
             seen.add((key["pk"]["S"], key["sk"]["S"]))
             conversations.append(self._conversation_from_item(item))
-        conversations.sort(key=lambda c: c.last_message_at or c.updated_at, reverse=True)
+        # Index order: by activity minute, newest first (see docs/data-model.md).
         return Page(items=conversations, cursor=next_cursor)
 
     def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:

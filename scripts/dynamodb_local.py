@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class DynamoDBLocal:
         self.port = port or free_port()
         self.db_path = Path(db_path) if db_path else None
         self.process: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def endpoint_url(self) -> str:
@@ -94,17 +96,22 @@ class DynamoDBLocal:
             "-port",
             str(self.port),
         ]
+        # A log file, not a pipe: nobody reads a pipe while the server runs,
+        # and a full pipe would stall the JVM.
+        self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self._log.seek(0)
+                error = self._log.read().decode(errors="replace")[-2000:]
+                self.stop()
                 raise DynamoDBLocalError(f"DynamoDB Local exited at start-up: {error.strip()}")
             if port_open(self.port):
                 return self
@@ -115,14 +122,16 @@ class DynamoDBLocal:
     def stop(self) -> None:
         """Stop the server if it is running."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def __enter__(self) -> "DynamoDBLocal":
         return self.start()

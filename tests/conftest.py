@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -39,13 +40,40 @@ def ddb_local():
         yield server
 
 
+class SerializedClient:
+    """Let one thread at a time into a boto3 client.
+
+    moto's in-process backend is not thread-safe (concurrent transactions
+    corrupt its dicts), so calls are serialised; threads still interleave
+    between calls, which is where the store's races live. Real parallelism
+    is tested against DynamoDB Local.
+    """
+
+    def __init__(self, client):
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name in ("get_waiter", "get_paginator"):
+            return attribute
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
+
+
 @pytest.fixture
 def moto_storage():
     """Return a store on moto's in-process DynamoDB (fresh per test)."""
+    import boto3
     from moto import mock_aws
 
     with mock_aws():
-        storage = DynamoDBStorage(f"t-{uuid.uuid4().hex[:8]}", region_name="us-east-1")
+        client = SerializedClient(boto3.client("dynamodb", region_name="us-east-1"))
+        storage = DynamoDBStorage(f"t-{uuid.uuid4().hex[:8]}", client=client)
         storage.create_table()
         yield storage
 

@@ -1,0 +1,464 @@
+"""The conversation store's contract, run against moto and a real DynamoDB Local."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from conversation import (
+    ConversationManager,
+    ConversationNotFound,
+    DynamoDBStorage,
+    InvalidCursor,
+    Message,
+    MessageTooLarge,
+    StorageUnavailable,
+)
+from conversation.errors import TableMissing
+
+USER = "+15550001111"
+
+# Awkward values kept in one place (cachelib style).
+AWKWARD_METADATA = {
+    "float": 0.1,
+    "tiny": 1e-300,
+    "big": 1.7976931348623157e308,
+    "negative": -2.5,
+    "int": 12345678901234567890,
+    "nested": {"list": [1, 2.5, {"deep": [None, True, False]}], "empty": {}},
+    "empty_list": [],
+    "unicode": "ça va? 猫 🐈‍⬛",
+    "false": False,
+}
+AWKWARD_TEXTS = [
+    "meow",
+    "ça va? 猫 🐈‍⬛ — “quotes”",
+    "line one\nline two\ttabbed",
+    " leading and trailing spaces ",
+    "\u200b zero width",
+    "x" * 1600,
+]
+
+
+def _no_decimal(value):
+    if isinstance(value, Decimal):
+        return False
+    if isinstance(value, dict):
+        return all(_no_decimal(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_no_decimal(v) for v in value)
+    return True
+
+
+def test_seed_usage_example_runs_verbatim(storage):
+    """Run the usage example from the DadaCat design, on a table created on first use."""
+    fresh = DynamoDBStorage(
+        table_name=f"seed-{uuid.uuid4().hex[:6]}",
+        client=storage.client,
+    )
+    manager = ConversationManager(storage=fresh)
+
+    manager.add_user_message(user_id="+1234567890", content="Hello DadaCat!")
+    manager.add_assistant_message(user_id="+1234567890", content="meow, human!")
+    conversation = manager.get_or_create_conversation(user_id="+1234567890")
+    formatted_history = conversation.get_formatted_history()
+    manager.reset_conversation(user_id="+1234567890")
+
+    assert formatted_history == [
+        {"role": "user", "content": "Hello DadaCat!"},
+        {"role": "assistant", "content": "meow, human!"},
+    ]
+    assert manager.get_message_count("+1234567890") == 0
+    assert manager.get_or_create_conversation("+1234567890").messages == []
+    fresh.client.delete_table(TableName=fresh.table_name)
+
+
+def test_history_is_chronological_and_counted(manager):
+    for i in range(7):
+        manager.add_user_message(USER, f"text {i}")
+        manager.add_assistant_message(USER, f"reply {i}")
+    conversation = manager.get_or_create_conversation(USER, history_limit=4)
+    assert [m["content"] for m in conversation.get_formatted_history()] == [
+        "text 5",
+        "reply 5",
+        "text 6",
+        "reply 6",
+    ]
+    assert manager.get_message_count(USER) == 14
+    assert conversation.role_counts == {"user": 7, "assistant": 7, "system": 0}
+    assert [m.content for m in manager.get_history(USER, 3)] == ["reply 5", "text 6", "reply 6"]
+
+
+@pytest.mark.parametrize("text", AWKWARD_TEXTS, ids=range(len(AWKWARD_TEXTS)))
+def test_content_round_trips(manager, text):
+    manager.add_user_message(USER, text)
+    (stored,) = manager.get_history(USER)
+    assert stored.content == text
+
+
+def test_message_fields_round_trip_exactly(manager):
+    sent = manager.add_user_message(
+        USER,
+        "",
+        message_id="MM" + "a" * 32,
+        media_urls=["https://api.twilio.com/media/1", "https://api.twilio.com/media/2"],
+        metadata=AWKWARD_METADATA,
+    )
+    stored = manager.get_message(USER, "MM" + "a" * 32)
+    assert stored == sent
+    assert stored.metadata == AWKWARD_METADATA
+    assert json.dumps(stored.metadata) == json.dumps(AWKWARD_METADATA)
+    assert _no_decimal(stored.metadata)
+    assert stored.media_urls == ["https://api.twilio.com/media/1", "https://api.twilio.com/media/2"]
+    assert stored.role == "user"
+    assert stored.timestamp.endswith("Z")
+    assert manager.get_or_create_conversation(USER).preview == "[media]"
+
+
+def test_duplicate_message_id_stores_nothing_new(manager):
+    first = manager.record_user_message(USER, "hello", message_id="SM1")
+    again = manager.record_user_message(USER, "hello (retried)", message_id="SM1")
+    assert first.created and not again.created
+    assert again.message.content == "hello"
+    assert again.message.position == first.message.position
+    assert manager.get_message_count(USER) == 1
+
+
+def test_reply_is_linked_and_stored_once(manager):
+    text = manager.add_user_message(USER, "who are you?", message_id="SM2")
+    assert manager.get_reply(USER, text) is None
+    reply = manager.record_assistant_message(USER, "a teapot of whiskers", reply_to=text)
+    second = manager.record_assistant_message(USER, "a different answer", reply_to="SM2")
+    assert reply.created and not second.created
+    assert second.message.content == "a teapot of whiskers"
+    found = manager.get_reply(USER, manager.get_message(USER, "SM2"))
+    assert found.content == "a teapot of whiskers"
+    assert found.reply_to == "SM2"
+    assert manager.get_message_count(USER) == 2
+    with pytest.raises(ConversationNotFound):
+        manager.add_assistant_message(USER, "orphan", reply_to="SM-unknown")
+
+
+def test_reply_follows_its_text_even_when_later_texts_arrived(manager):
+    a = manager.add_user_message(USER, "A", message_id="SMa")
+    manager.add_user_message(USER, "B", message_id="SMb")
+    manager.add_assistant_message(USER, "reply to A", reply_to=a)
+    assert [m.content for m in manager.get_history(USER)] == ["A", "reply to A", "B"]
+
+
+def test_concurrent_appends_lose_nothing(manager):
+    """Twenty threads append to one number at once; all land, in a total order."""
+    count = 24
+    barrier = threading.Barrier(count)
+
+    def send(i):
+        barrier.wait()
+        return manager.add_user_message(USER, f"burst {i}", message_id=f"SMburst{i}")
+
+    with ThreadPoolExecutor(count) as pool:
+        sent = list(pool.map(send, range(count)))
+    history = manager.get_history(USER, 100)
+    assert sorted(m.content for m in history) == sorted(f"burst {i}" for i in range(count))
+    assert len({m.position for m in history}) == count
+    conversation = manager.get_or_create_conversation(USER)
+    assert conversation.message_count == count
+    assert conversation.role_counts["user"] == count
+    assert {m.conversation_id for m in sent} == {conversation.conversation_id}
+    assert len(manager.list_conversations(USER).items) == 1
+
+
+def test_concurrent_duplicates_store_one_message(manager):
+    count = 12
+    barrier = threading.Barrier(count)
+
+    def send(i):
+        barrier.wait()
+        return manager.record_user_message(USER, f"copy {i}", message_id="SMsame")
+
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(send, range(count)))
+    assert sum(r.created for r in results) == 1
+    assert len({r.message.position for r in results}) == 1
+    assert manager.get_message_count(USER) == 1
+
+
+def test_counters_stay_exact_under_concurrency(manager):
+    texts = [manager.add_user_message(USER, f"t{i}", message_id=f"SMc{i}") for i in range(10)]
+
+    def answer(text):
+        return manager.record_assistant_message(
+            USER, "mrrp", reply_to=text, counters={"tokens": 7, "segments": 1}
+        )
+
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(answer, texts + texts))  # every reply attempted twice
+    conversation = manager.get_or_create_conversation(USER)
+    assert conversation.message_count == 20
+    assert conversation.counters == {"tokens": 70, "segments": 10}
+
+
+def test_reset_archives_and_keeps_history(manager):
+    manager.add_user_message(USER, "old one")
+    old_id = manager.get_or_create_conversation(USER).conversation_id
+    assert manager.reset_conversation(USER) == old_id
+    assert manager.reset_conversation(USER) is None
+    manager.add_user_message(USER, "new one")
+    current = manager.get_or_create_conversation(USER)
+    assert current.conversation_id != old_id
+    assert [m.content for m in current.messages] == ["new one"]
+    listed = manager.list_conversations(USER).items
+    assert [c.conversation_id for c in listed] == [current.conversation_id, old_id]
+    assert [c.is_active for c in listed] == [True, False]
+    archived = manager.list_messages(USER, old_id).items
+    assert [m.content for m in archived] == ["old one"]
+
+
+def test_reset_racing_appends_never_writes_into_an_archived_conversation(manager):
+    manager.add_user_message(USER, "first")
+    errors = []
+
+    def append(i):
+        try:
+            manager.add_user_message(USER, f"m{i}")
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(append, i) for i in range(12)]
+        manager.reset_conversation(USER)
+        for future in futures:
+            future.result()
+    assert errors == []
+    total = sum(c.message_count for c in manager.list_conversations(USER).items)
+    stored = sum(
+        len(manager.list_messages(USER, c.conversation_id, limit=100).items)
+        for c in manager.list_conversations(USER).items
+    )
+    assert total == stored == 13
+
+
+def test_soft_delete_hides_and_hard_delete_removes(manager):
+    manager.add_user_message(USER, "keep me?", message_id="SMdel")
+    cid = manager.get_or_create_conversation(USER).conversation_id
+    manager.delete_conversation(USER, cid)
+    assert manager.list_conversations(USER).items == []
+    assert manager.get_conversation(USER, cid).deleted_at is not None
+    assert manager.get_history(USER) == []
+    deleted = manager.delete_conversation(USER, cid, hard=True)
+    assert deleted == 3  # header, message, message-id marker
+    with pytest.raises(ConversationNotFound):
+        manager.get_conversation(USER, cid)
+    assert manager.get_message(USER, "SMdel") is None
+    with pytest.raises(ConversationNotFound):
+        manager.delete_conversation(USER, cid, hard=True)
+
+
+def test_erase_user_leaves_nothing_and_can_repeat(manager, storage):
+    other = "+15559998888"
+    for i in range(30):
+        manager.add_user_message(USER, f"m{i}", message_id=f"SMe{i}")
+    manager.reset_conversation(USER)
+    manager.add_user_message(USER, "after reset")
+    manager.set_opt_out(USER, True)
+    manager.add_user_message(other, "not me")
+    erased = manager.erase_user(USER)
+    assert erased >= 63
+    assert list(storage.iter_user_items(USER)) == []
+    assert manager.erase_user(USER) == 0
+    assert [m.content for m in manager.get_history(other)] == ["not me"]
+
+
+def test_export_contains_everything(manager):
+    manager.add_user_message(USER, "one", message_id="SMx1")
+    manager.reset_conversation(USER)
+    manager.add_user_message(USER, "two")
+    export = manager.export_user(USER)
+    assert export["user_id"] == USER
+    assert export["user"]["conversation_count"] == 2
+    contents = [[m["content"] for m in c["messages"]] for c in export["conversations"]]
+    assert contents == [["two"], ["one"]]
+    json.dumps(export)  # JSON-ready
+
+
+def test_ttl_items_are_ignored_once_expired(storage):
+    timed = DynamoDBStorage(storage.table_name, client=storage.client, ttl_days=30)
+    manager = ConversationManager(timed)
+    manager.add_user_message(USER, "old")
+    manager.add_user_message(USER, "new")
+    items = storage.client.query(
+        TableName=storage.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"U#{USER}"}},
+    )["Items"]
+    assert all(int(item["expires_at"]["N"]) > time.time() + 29 * 86400 for item in items)
+    old = next(item for item in items if item.get("content", {}).get("S") == "old")
+    storage.client.update_item(
+        TableName=storage.table_name,
+        Key={"pk": old["pk"], "sk": old["sk"]},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 10)}},
+    )
+    assert [m.content for m in manager.get_history(USER)] == ["new"]
+    cid = manager.get_or_create_conversation(USER).conversation_id
+    assert [m.content for m in manager.list_messages(USER, cid).items] == ["new"]
+
+
+def test_message_pages_in_both_directions(manager):
+    for i in range(11):
+        manager.add_user_message(USER, f"p{i:02d}")
+    cid = manager.get_or_create_conversation(USER).conversation_id
+    for newest_first in (False, True):
+        seen, cursor = [], None
+        while True:
+            page = manager.list_messages(USER, cid, limit=4, cursor=cursor, newest_first=newest_first)
+            seen.extend(m.content for m in page.items)
+            cursor = page.cursor
+            if cursor is None:
+                break
+        expected = [f"p{i:02d}" for i in range(11)]
+        assert seen == (expected[::-1] if newest_first else expected)
+
+
+def test_cursors_are_checked(manager):
+    manager.add_user_message(USER, "a")
+    manager.add_user_message(USER, "b")
+    cid = manager.get_or_create_conversation(USER).conversation_id
+    page = manager.list_messages(USER, cid, limit=1)
+    assert page.cursor
+    for bad in ["not base64!", "e30", page.cursor[:-3] + "AAA"]:
+        with pytest.raises(InvalidCursor):
+            manager.list_messages(USER, cid, limit=1, cursor=bad)
+    with pytest.raises(InvalidCursor):  # another user's listing
+        manager.storage.list_messages("+15550002222", cid, limit=1, cursor=page.cursor)
+    with pytest.raises(InvalidCursor):  # other direction
+        manager.list_messages(USER, cid, limit=1, cursor=page.cursor, newest_first=True)
+
+
+def test_conversation_listings_newest_first(manager):
+    for i in range(5):
+        manager.add_user_message(USER, f"conv {i}")
+        manager.reset_conversation(USER)
+    page = manager.list_conversations(USER, limit=2)
+    first_ids = [c.conversation_id for c in page.items]
+    rest = manager.list_conversations(USER, limit=10, cursor=page.cursor).items
+    ids = first_ids + [c.conversation_id for c in rest]
+    assert len(ids) == 5 and ids == sorted(ids, reverse=True)
+    assert [c.preview for c in [*page.items, *rest]] == [f"conv {i}" for i in range(4, -1, -1)]
+
+
+def test_recent_activity_across_users(manager):
+    numbers = [f"+1555000{i:04d}" for i in range(6)]
+    for number in numbers:
+        manager.add_user_message(number, f"hi from {number}")
+    manager.add_user_message(numbers[0], "latest")
+    page = manager.list_recent_conversations(limit=4)
+    assert len(page.items) == 4
+    rest = manager.list_recent_conversations(limit=10, cursor=page.cursor).items
+    listed = page.items + rest
+    assert sorted(c.user_id for c in listed) == sorted(numbers)
+    # Ordered by activity minute, newest first, across the page boundary.
+    minutes = [c.updated_at[:16] for c in listed]
+    assert minutes == sorted(minutes, reverse=True)
+    manager.delete_conversation(numbers[1], listed[0].conversation_id if listed[0].user_id == numbers[1]
+                                else manager.get_or_create_conversation(numbers[1]).conversation_id)
+    after = manager.list_recent_conversations(limit=10).items
+    assert numbers[1] not in [c.user_id for c in after] and len(after) == 5
+    with pytest.raises(InvalidCursor):
+        manager.list_recent_conversations(cursor="bogus")
+
+
+def test_stats(manager):
+    text = manager.add_user_message(USER, "hello", message_id="SMs")
+    manager.record_assistant_message(USER, "meow", reply_to=text, counters={"tokens": 42})
+    cid = manager.get_or_create_conversation(USER).conversation_id
+    stats = manager.conversation_stats(USER, cid)
+    assert stats["message_count"] == 2
+    assert stats["by_role"] == {"user": 1, "assistant": 1, "system": 0}
+    assert stats["counters"] == {"tokens": 42}
+    assert stats["first_message_at"] <= stats["last_message_at"]
+    assert stats["duration_seconds"] >= 0
+
+
+def test_oversized_content_is_refused_before_any_write(manager, storage):
+    with pytest.raises(MessageTooLarge, match="1601 characters"):
+        manager.add_user_message(USER, "x" * 1601)
+    big = Message(content="y" * 400_000)
+    with pytest.raises(MessageTooLarge, match="bytes"):
+        storage.append(USER, big)
+    assert list(storage.iter_user_items(USER)) == []
+
+
+def test_bad_inputs_are_refused_clearly(manager):
+    with pytest.raises(ValueError):
+        manager.add_user_message("", "hi")
+    with pytest.raises(ValueError):
+        manager.add_user_message("a#b", "hi")
+    with pytest.raises(TypeError):
+        manager.add_user_message(USER, None)
+    with pytest.raises(ValueError):
+        Message(content="x", role="robot")
+
+
+def test_opt_out_state_is_kept(manager):
+    assert not manager.is_opted_out(USER)
+    manager.set_opt_out(USER, True)
+    assert manager.is_opted_out(USER)
+    manager.set_opt_out(USER, False)
+    assert not manager.is_opted_out(USER)
+
+
+def test_lease_is_exclusive_and_expires(storage):
+    assert storage.acquire_lease(USER, "worker-a", 30)
+    assert not storage.acquire_lease(USER, "worker-b", 30)
+    storage.release_lease(USER, "worker-b")  # not the owner: no effect
+    assert not storage.acquire_lease(USER, "worker-b", 30)
+    storage.release_lease(USER, "worker-a")
+    assert storage.acquire_lease(USER, "worker-b", 0.2)
+    time.sleep(0.3)
+    assert storage.acquire_lease(USER, "worker-c", 30)
+
+
+def test_counters_are_atomic(storage):
+    def bump(_):
+        return storage.increment_counter(USER, "minute", expires_in=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        values = list(pool.map(bump, range(40)))
+    assert sorted(values) == list(range(1, 41))
+    assert storage.get_counter(USER, "minute") == 40
+    assert storage.get_counter("*", "never") == 0
+
+
+def test_create_table_is_idempotent(storage):
+    assert storage.create_table() is False
+    names = storage.client.list_tables()["TableNames"]
+    assert names.count(storage.table_name) == 1
+
+
+def test_missing_table_without_auto_create_is_a_clear_error(storage):
+    strict = DynamoDBStorage("does-not-exist", client=storage.client, auto_create=False)
+    with pytest.raises(TableMissing, match="does-not-exist"):
+        strict.get_user(USER)
+
+
+def test_unreachable_dynamodb_is_a_typed_error():
+    from scripts.dynamodb_local import free_port
+
+    down = DynamoDBStorage(
+        "x",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        auto_create=False,
+        max_attempts=1,
+        connect_timeout=0.5,
+    )
+    with pytest.raises(StorageUnavailable):
+        ConversationManager(down).add_user_message(USER, "hello?")
+    with pytest.raises(StorageUnavailable):
+        down.ping()
