@@ -160,6 +160,8 @@ def gunicorn_command(python: str, host: str, port: int, workers: int = 2) -> lis
         # Twilio waits 15 s; a worker stuck longer than that is of no use.
         "--timeout", "30",
         "--access-logfile", "-",
+        # Two local runs would otherwise share one control socket in ~/.gunicorn.
+        "--no-control-socket",
         "app:create_app()",
     ]
 

@@ -42,8 +42,11 @@ class SendError(RuntimeError):
 
 def segments(body: str) -> int:
     """Return how many SMS segments Twilio would count for this body."""
-    single, multi = (160, 153) if set(body) <= GSM7 else (70, 67)
-    length = len(body)
+    if set(body) <= GSM7:
+        single, multi, length = 160, 153, len(body)
+    else:
+        # UCS-2 counts UTF-16 units: an emoji takes two.
+        single, multi, length = 70, 67, len(body.encode("utf-16-le")) // 2
     if length <= single:
         return 1
     return -(-length // multi)

@@ -1,0 +1,110 @@
+"""scripts/sms.py against the real app served over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from app import create_app
+from scripts import sms
+
+ROOT = sms.ROOT
+TOKEN = "test-token-0123456789abcdef"
+TEXTER = "+15555550142"
+
+
+def _responder():
+    """Return the offline persona (seeded, so replies are repeatable)."""
+    from app.persona import OfflineResponder
+
+    return OfflineResponder(seed=7)
+
+
+@pytest.fixture
+def served(moto_storage):
+    """Serve the app on a random loopback port in a thread; yield its /sms URL and manager."""
+    responder = _responder()
+    app = create_app(
+        {
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "STORAGE": moto_storage,
+            "RESPONDER": responder,
+            "OFFLINE_RESPONDER": responder,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/sms", app.extensions["dadacat.manager"]
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def run_sms(*args: str, token: str = TOKEN, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/sms.py as a user would, with the bot's token in its environment."""
+    env = {"PATH": "/usr/bin:/bin", "TWILIO_AUTH_TOKEN": token, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sms.py"), *args],
+        input=stdin, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+    )
+
+
+def test_one_shot_prints_the_reply_and_the_conversation_is_stored(served):
+    url, manager = served
+    result = run_sms("--url", url, "--from", TEXTER, "hello", "cat")
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.strip()
+    assert printed and printed != "(no reply)"
+
+    history = manager.get_history(TEXTER, 10)
+    assert [(m.role, m.content) for m in history][0] == ("user", "hello cat")
+    assert history[-1].role == "assistant"
+    assert history[-1].content.strip() == printed
+    assert len(history) == 2
+
+
+def test_interactive_mode_sends_each_line(served):
+    url, manager = served
+    result = run_sms("--url", url, "--from", TEXTER, stdin="first text\n\nsecond text\n")
+    assert result.returncode == 0, result.stderr
+    replies = [line for line in result.stdout.splitlines() if "cat> " in line]
+    assert len(replies) == 2
+    contents = [m.content for m in manager.get_history(TEXTER, 10) if m.role == "user"]
+    assert contents == ["first text", "second text"]
+
+
+def test_a_wrong_token_is_refused_and_nothing_is_stored(served):
+    url, manager = served
+    result = run_sms("--url", url, "--from", TEXTER, "let me in", token="not-the-token")
+    assert result.returncode == 1
+    assert "403" in result.stderr
+    assert manager.get_history(TEXTER, 10) == []
+
+
+def test_no_bot_listening_says_how_to_start_it():
+    result = run_sms("--url", "http://127.0.0.1:9/sms", "hello")
+    assert result.returncode == 1
+    assert "make run" in result.stderr
+
+
+def test_twiml_parsing_and_segments():
+    assert sms.parse_twiml("<Response><Message>meow</Message><Message><Body>purr</Body></Message></Response>") \
+        == ["meow", "purr"]
+    assert sms.parse_twiml('<?xml version="1.0" encoding="UTF-8"?><Response />') == []
+    with pytest.raises(sms.SendError):
+        sms.parse_twiml("<html/>")
+    assert sms.segments("a" * 160) == 1
+    assert sms.segments("a" * 161) == 2
+    # An emoji takes two UTF-16 units and switches the whole text to UCS-2.
+    assert sms.segments("\U0001f431" + "a" * 68) == 1
+    assert sms.segments("\U0001f431" + "a" * 69) == 2
+    params = sms.build_params("hi", TEXTER, "+15555550100", "AC" + "0" * 32)
+    assert params["MessageSid"].startswith("SM") and len(params["MessageSid"]) == 34
+    assert params["NumMedia"] == "0" and params["NumSegments"] == "1"
