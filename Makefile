@@ -41,7 +41,7 @@ sms: $(VENV)/.installed
 # The DynamoDB Local tier starts its own server from node_modules, so it never skips.
 test: install-dev
 	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 docs: $(VENV)/.installed
 	$(PY) scripts/gen_config_docs.py
