@@ -584,6 +584,86 @@ class DynamoDBStorage:
             return user["active_cid"]
         return self.start_conversation(user_id)
 
+    def create_conversation(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        created_at: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create an archived conversation with a given id (imports); False if it exists.
+
+        The conversation is not made active; append to it with ``conversation_id``.
+        """
+        header = {
+            "pk": _s(_user_pk(user_id)),
+            "sk": _s(_conv_sk(conversation_id)),
+            "entity": _s("conversation"),
+            "user_id": _s(user_id),
+            "conversation_id": _s(conversation_id),
+            "created_at": _s(created_at),
+            "updated_at": _s(created_at),
+            "is_active": {"BOOL": False},
+            "message_count": _n(0),
+            "gsi1pk": _s(f"A#{created_at[:10]}"),
+            "gsi1sk": _s(f"{created_at[:16]}#{user_id}#{conversation_id}"),
+        }
+        if metadata:
+            header["metadata"] = _s(json.dumps(metadata, ensure_ascii=False))
+        expires = self._ttl_value()
+        if expires is not None:
+            header["expires_at"] = _n(expires)
+        try:
+            self._call(
+                "put_item",
+                passthrough=("ConditionalCheckFailedException",),
+                TableName=self.table_name,
+                Item=header,
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError:
+            return False
+        return True
+
+    def activate_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Make a conversation the active one if the user has none; False otherwise."""
+        now = isoformat(utc_now())
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": {"pk": _s(_user_pk(user_id)), "sk": _s(_conv_sk(conversation_id))},
+                            "UpdateExpression": "SET is_active = :t",
+                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                            "ExpressionAttributeValues": {":t": {"BOOL": True}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": {"pk": _s(_user_pk(user_id)), "sk": _s("USER")},
+                            "UpdateExpression": "SET active_cid = :cid, user_id = :uid, entity = :user, "
+                            "updated_at = :now, created_at = if_not_exists(created_at, :now) "
+                            "ADD conversation_count :one",
+                            "ConditionExpression": "attribute_not_exists(active_cid)",
+                            "ExpressionAttributeValues": {
+                                ":cid": _s(conversation_id),
+                                ":uid": _s(user_id),
+                                ":user": _s("user"),
+                                ":now": _s(now),
+                                ":one": _n(1),
+                            },
+                        }
+                    },
+                ]
+            )
+        except _Cancelled:
+            return False
+        return True
+
     def archive_conversation(self, user_id: str, conversation_id: str) -> bool:
         """Mark a conversation inactive; the next message starts a new one.
 
