@@ -4,10 +4,12 @@ The webhook depends on one interface only::
 
     responder.reply(history, text, *, deadline=None, media_urls=(), message_id=None) -> Reply
 
-``history`` holds the conversation's earlier messages (oldest first) and EXCLUDES the text being
-answered; ``text`` is that new text. A message in ``history`` whose id equals ``message_id`` is
-dropped, so a caller that loaded the window after recording the text can pass it through
-unchanged. ``reply`` never raises and never returns empty text.
+``deadline`` is an absolute ``time.monotonic()`` instant by which the reply must be ready
+(None: the responder's own ``deadline_seconds`` from now). ``history`` holds the
+conversation's earlier messages (oldest first) and EXCLUDES the text being answered; ``text``
+is that new text. A message in ``history`` whose id equals ``message_id`` is dropped, so a
+caller that loaded the window after recording the text can pass it through unchanged.
+``reply`` never raises and never returns empty text.
 """
 
 from __future__ import annotations
@@ -107,10 +109,10 @@ def clip(text: str, max_chars: int) -> str:
 
 
 def describe_media(count: int) -> str:
-    """Say in words that pictures were sent (the model sees no media)."""
+    """Say in words that attachments were sent (the model sees no media)."""
     if count <= 0:
         return ""
-    return "[sent a picture]" if count == 1 else f"[sent {count} pictures]"
+    return "[sent an attachment]" if count == 1 else f"[sent {count} attachments]"
 
 
 def chat_content(content: str, media_urls: Sequence[str] = ()) -> str:
@@ -134,6 +136,7 @@ _STOPWORDS = frozenset(
     "hello hey hii yes yeah okay ok please thanks thank tell much very some more also".split()
 )
 _WORD = re.compile(r"[^\W\d_]{3,}")
+_NOTE = re.compile(r"\[[^\]]*\]")
 
 _SOUNDS = ("mrrp", "prrrt", "meow", "mrow", "ksss", "dada dada", "zing-zang-meow", "purr purr",
            "hmmmrrp", "tzitzi miau", "brrrp", "nyaa", "rrrr-tic")
@@ -220,6 +223,10 @@ class OfflineResponder:
 
     @staticmethod
     def _pick_word(text: str, rng: random.Random, pictures: int) -> str:
+        # Bracketed notes such as "[sent an attachment]" are ours, not the texter's words.
+        spoken = _NOTE.sub(" ", text)
+        pictures = pictures or int(spoken != text)
+        text = spoken
         words = [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS]
         if not words:
             words = _WORD.findall(text)
@@ -293,21 +300,16 @@ class OpenAIResponder:
         self.attempts_per_model = max(1, attempts_per_model)
         self.backoff_seconds = backoff_seconds
         self.offline = offline or OfflineResponder(max_chars=max_chars)
-        self._client: Any = None
+        # Built here (in the app factory), not at import and not on the first text: importing
+        # and building the client takes over a second, which the first texter would pay.
+        import openai
+
+        self._client: Any = openai.OpenAI(api_key=api_key, base_url=self.base_url, max_retries=0,
+                                          timeout=deadline_seconds)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    # The client and worker threads are made on first use, so nothing is built at import or
-    # before gunicorn forks its workers.
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import openai
-
-                self._client = openai.OpenAI(api_key=self.api_key, base_url=self.base_url,
-                                             max_retries=0, timeout=self.deadline_seconds)
-            return self._client
-
+    # Worker threads are made on first use: threads made before gunicorn forks do not survive it.
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
@@ -317,12 +319,10 @@ class OpenAIResponder:
     def close(self) -> None:
         """Release the HTTP client and worker threads."""
         with self._lock:
-            client, self._client = self._client, None
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-        if client is not None:
-            client.close()
+        self._client.close()
 
     def build_messages(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
                        message_id: str | None = None) -> list[dict[str, str]]:
@@ -354,12 +354,13 @@ class OpenAIResponder:
               media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
         """Return the model's reply, or the offline persona's when no model answers in time.
 
-        ``deadline`` is the number of seconds this reply may take (capped at
-        ``deadline_seconds``); None means ``deadline_seconds``.
+        ``deadline`` is a ``time.monotonic()`` instant; the reply is ready by it and never
+        takes longer than ``deadline_seconds``.
         """
         started = time.monotonic()
-        budget = self.deadline_seconds if deadline is None else min(deadline, self.deadline_seconds)
-        ends = started + max(0.0, budget)
+        ends = started + self.deadline_seconds
+        if deadline is not None:
+            ends = min(ends, deadline)
         usage = _zero_usage()
         attempts = 0
         last_error = "deadline"
@@ -413,9 +414,8 @@ class OpenAIResponder:
     def _call(self, model: str, messages: list[dict[str, str]], remaining: float,
               usage: dict[str, int]) -> tuple[str, str]:
         """Make one call within ``remaining`` seconds; add its usage; return (text, model)."""
-        client = self._get_client()
         future = self._get_executor().submit(
-            client.chat.completions.create,
+            self._client.chat.completions.create,
             model=model,
             messages=messages,
             temperature=self.temperature,
