@@ -1,5 +1,545 @@
-"""Placeholder until its owner lands it."""
+"""The SMS webhook: Twilio posts each text here and gets exactly one TwiML answer.
+
+The view ``inbound_sms`` reads as the story of one text: validate the signature,
+parse the form, screen the number, handle commands, record the text once, take
+the number's turn, check limits, ask the persona, record the reply, answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from app.limits import Limits, TurnLease, backoff_delays, is_before, waits_on_earlier
+from app.logutil import mask_number
+from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
+from conversation import ConversationError, StorageError, StorageUnavailable
+from conversation.models import Message
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sms", __name__)
+health_bp = Blueprint("health", __name__)
+
+OPT_OUT_TYPES = ("STOP", "START", "HELP")
+FAILED_STATUSES = ("failed", "undelivered")
+# Later statuses never go back to earlier ones when callbacks arrive out of order.
+STATUS_RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
+               "delivered": 4, "undelivered": 4, "failed": 4, "read": 5}
+MAX_MEDIA = 10
+# Texts that arrive after this one but before it is answered; fetched on top of
+# the context window so they cannot push earlier history out of it.
+LATE_ARRIVALS = 10
+# Share of the deadline a text may spend waiting for its number's turn; the
+# rest is left for the model.
+TURN_WAIT_SHARE = 0.5
+
+# Short in-persona lines for the moments the model is not asked.
+RESET_CONFIRMATION = "*stretches* Poof. The yarn is rewound and I remember nothing. Who are you, stranger?"
+MINUTE_NOTICE = "Mrrp. Too many words, too fast. My whiskers need a minute of silence."
+DAY_NOTICE = "The cat has chewed enough words for today. Come back tomorrow, I will be a different cat."
+BUSY_LINE = "Purr... one thought at a time, human. Tell me again in a moment?"
+LAST_RESORT = "Meow. My whiskers are tangled right now; text me again in a minute."
 
 
-def init_app(app):
-    """Register nothing yet."""
+class InvalidText(ValueError):
+    """The form is not a usable Twilio text; the message says why (answered with 400)."""
+
+
+@dataclass
+class InboundText:
+    """The parts of Twilio's form the bot uses."""
+
+    number: str
+    sid: str
+    body: str
+    to: str = ""
+    token: str | None = None
+    media: list[tuple[str, str]] = field(default_factory=list)
+    num_segments: int | None = None
+    opt_out: str | None = None
+
+    @classmethod
+    def from_request(cls, form: Mapping[str, str], headers: Mapping[str, str]) -> InboundText:
+        """Parse a Twilio form post; raise InvalidText on anything unusable."""
+        number = (form.get("From") or "").strip()
+        if not number:
+            raise InvalidText("the form has no From number")
+        if len(number) > 64 or "#" in number:
+            raise InvalidText("From is not a phone number")
+        token = headers.get("I-Twilio-Idempotency-Token") or None
+        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+        if not sid and token:
+            sid = f"tok_{token}"
+        if not sid or len(sid) > 128:
+            raise InvalidText("the form has no usable MessageSid")
+        body = form.get("Body") or ""
+        if len(body) > MAX_BODY_CHARS:
+            raise InvalidText(f"Body has {len(body)} characters; Twilio sends at most {MAX_BODY_CHARS}")
+        num_media = _small_int(form, "NumMedia", 0)
+        if num_media > MAX_MEDIA:
+            raise InvalidText(f"NumMedia is {num_media}; a text carries at most {MAX_MEDIA}")
+        media = [
+            (form[f"MediaUrl{index}"], form.get(f"MediaContentType{index}") or "")
+            for index in range(num_media)
+            if form.get(f"MediaUrl{index}")
+        ]
+        opt_out = (form.get("OptOutType") or "").strip().upper() or None
+        if opt_out not in (None, *OPT_OUT_TYPES):
+            raise InvalidText(f"unknown OptOutType {opt_out!r}")
+        return cls(
+            number=number,
+            sid=sid,
+            body=body,
+            to=form.get("To") or "",
+            token=token,
+            media=media,
+            num_segments=_small_int(form, "NumSegments", None),
+            opt_out=opt_out,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """Return what is stored with the text besides its body and media URLs."""
+        data: dict[str, Any] = {"channel": "sms"}
+        if self.media:
+            data["media_content_types"] = [kind for _, kind in self.media]
+        if self.num_segments is not None:
+            data["num_segments"] = self.num_segments
+        if self.token:
+            data["idempotency_token"] = self.token
+        if self.opt_out:
+            data["opt_out"] = self.opt_out
+        return data
+
+    def for_model(self) -> str:
+        """Return the text as the model should read it, media described in words."""
+        if not self.media:
+            return self.body
+        kinds = ", ".join(kind or "unknown type" for _, kind in self.media)
+        note = f"[sent {len(self.media)} attachment{'s' if len(self.media) > 1 else ''}: {kinds}]"
+        return f"{self.body}\n{note}" if self.body.strip() else note
+
+
+def _small_int(form: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = form.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidText(f"{name} must be a whole number, not {raw[:20]!r}") from None
+    if not 0 <= value <= 10_000:
+        raise InvalidText(f"{name} is out of range")
+    return value
+
+
+@dataclass
+class Turn:
+    """Timings and outcome of one request, logged as one line at the end."""
+
+    started: float = field(default_factory=time.monotonic)
+    deadline: float = 0.0
+    sid: str = "-"
+    number: str | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls) -> Turn:
+        """Start timing a request against the configured reply deadline."""
+        turn = cls()
+        turn.deadline = turn.started + current_app.config["REPLY_DEADLINE_SECONDS"]
+        return turn
+
+    def mark(self, name: str, since: float) -> None:
+        """Record how long a step took, in milliseconds."""
+        self.marks[name] = (time.monotonic() - since) * 1000
+
+    def finish(self, outcome: str, response: Response) -> Response:
+        """Log the one INFO line for this request (never the body) and return the response."""
+        parts = [f"{name}_ms={value:.0f}" for name, value in self.marks.items()]
+        parts += [f"{name}={value}" for name, value in self.details.items()]
+        log.info(
+            "sms from=%s sid=%s outcome=%s status=%s total_ms=%.0f %s",
+            mask_number(self.number), self.sid, outcome, response.status_code,
+            (time.monotonic() - self.started) * 1000, " ".join(parts),
+        )
+        return response
+
+
+# ------------------------------------------------------------------ the view
+
+
+@bp.post("/sms")
+def inbound_sms() -> Response:
+    """Answer one text from Twilio: exactly one reply per genuine MessageSid."""
+    turn = Turn.begin()
+    if not signature_ok():
+        return turn.finish("forbidden", plain(403, "invalid or missing X-Twilio-Signature"))
+    try:
+        text = InboundText.from_request(request.form, request.headers)
+    except InvalidText as exc:
+        log.warning("sms rejected as malformed: %s", exc)
+        return turn.finish("bad_request", plain(400, f"bad request: {exc}"))
+    turn.sid, turn.number = text.sid, text.number
+    manager, limits = _ext("manager"), _ext("limits")
+
+    if not limits.admits(text.number):
+        return turn.finish("blocked", twiml())
+    if text.opt_out:
+        record_opt_out(manager, text, turn)
+        return turn.finish("opt_out", twiml())
+
+    lease: TurnLease | None = None
+    message: Message | None = None
+    answer: str | None = None
+    try:
+        command = parse_command(text.body)
+        message, created = record_text(manager, text, command)
+        reply = None if created else manager.get_reply(text.number, message)
+        if reply is None and command == "reset":
+            reply = answer_reset(manager, text, message)
+            return turn.finish("reset", twiml(reply.content, status_url(text)))
+        if reply is not None:
+            return turn.finish("duplicate", twiml(reply.content, status_url(text)))
+        if message.metadata.get("unanswered"):
+            return turn.finish("unanswered", twiml())
+
+        lease, history = take_turn(manager, text, message, turn)
+        if lease is None:
+            answer = record_reply(manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}).content
+            return turn.finish("busy", twiml(answer, status_url(text)))
+        if not created:
+            # Another attempt at this text may have finished while we waited.
+            message = manager.get_message(text.number, message.message_id) or message
+            reply = manager.get_reply(text.number, message)
+            if reply is not None:
+                return turn.finish("duplicate", twiml(reply.content, status_url(text)))
+            if message.metadata.get("unanswered"):
+                return turn.finish("unanswered", twiml())
+
+        verdict = limits.check_rate(text.number)
+        if not verdict.allowed:
+            answer = refuse(manager, text, message, verdict.notice)
+            turn.details["limit"] = verdict.notice or "silent"
+            return turn.finish("rate_limited", twiml(answer, status_url(text)))
+
+        responder, fallback = choose_responder(limits, turn)
+        context = context_window(history, message)
+        started = time.monotonic()
+        reply_obj = ask(responder, context, text, turn)
+        turn.mark("model", started)
+        answer = truncate(reply_obj.text, current_app.config["REPLY_MAX_CHARS"])
+        segments = count_segments(answer)
+        stored = record_reply(
+            manager, text, message, answer,
+            {**reply_obj.metadata(), **segments.metadata(), **({"fallback": fallback} if fallback else {})},
+            counters={
+                "tokens": _tokens(reply_obj),
+                "segments": segments.count,
+                "model_calls": 0 if fallback == "budget" else 1,
+            },
+        )
+        limits.add_tokens(_tokens(reply_obj))
+        answer = stored.content
+        turn.details.update(segments=segments.count, history=len(context))
+        return turn.finish("replied", twiml(answer, status_url(text)))
+    except ConversationError as exc:
+        # Never silent: the texter hears from the cat even when the store is down.
+        log.error("sms sid=%s from=%s: store failed: %s", text.sid, mask_number(text.number), exc)
+        answer = answer or rescue_reply(manager, text, message, exc)
+        return turn.finish("store_failed", twiml(answer, status_url(text) if message else None))
+    finally:
+        if lease is not None:
+            release(lease, text)
+
+
+# ------------------------------------------------------------- the steps
+
+
+def signature_ok() -> bool:
+    """Check X-Twilio-Signature against the public URL Twilio called."""
+    validator: RequestValidator | None = _ext("validator")
+    if validator is None:  # validation turned off explicitly; warned about at start-up
+        return True
+    signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        return False
+    return validator.validate(public_url(), request.form, signature)
+
+
+def public_url() -> str:
+    """Return the URL as Twilio sees it: PUBLIC_BASE_URL if set, else the (proxy-fixed) request URL."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        return request.url
+    query = request.query_string.decode("latin-1")
+    return base.rstrip("/") + request.script_root + request.path + (f"?{query}" if query else "")
+
+
+def record_opt_out(manager: Any, text: InboundText, turn: Turn) -> None:
+    """Record a STOP/START/HELP text and the number's opt-out state; never reach the model."""
+    try:
+        manager.record_user_message(
+            text.number, text.body, message_id=text.sid, media_urls=[url for url, _ in text.media],
+            metadata={**text.metadata(), "unanswered": "opt_out"},
+        )
+        if text.opt_out in ("STOP", "START"):
+            manager.set_opt_out(text.number, text.opt_out == "STOP")
+    except StorageError as exc:
+        # Twilio answers these keywords itself; the texter is not left in silence.
+        log.error("sms sid=%s: could not record %s: %s", text.sid, text.opt_out, exc)
+        turn.details["store"] = "failed"
+
+
+def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[Message, bool]:
+    """Store the text once (idempotent on MessageSid); return it and whether it is new."""
+    metadata = text.metadata()
+    if command:
+        metadata["command"] = command
+    elif manager.is_opted_out(text.number):
+        # Twilio would refuse to deliver a reply (error 21610): keep the text, skip the model.
+        metadata["unanswered"] = "opted_out"
+    recorded = manager.record_user_message(
+        text.number, text.body, message_id=text.sid,
+        media_urls=[url for url, _ in text.media], metadata=metadata,
+    )
+    return recorded.message, recorded.created
+
+
+def answer_reset(manager: Any, text: InboundText, message: Message) -> Message:
+    """Archive the conversation and record the confirmation as the reply to the reset text."""
+    manager.reset_conversation(text.number)
+    return record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"})
+
+
+def take_turn(
+    manager: Any, text: InboundText, message: Message, turn: Turn
+) -> tuple[TurnLease | None, list[Message]]:
+    """Wait for this number's turn: hold its lease, with every earlier text answered.
+
+    Returns the lease and the history read under it, or (None, []) when the
+    turn did not come in time.
+    """
+    config = current_app.config
+    started = time.monotonic()
+    until = started + TURN_WAIT_SHARE * (turn.deadline - started)
+    lease = TurnLease(_ext("storage"), text.number, config["TURN_LEASE_SECONDS"])
+    limit = config["HISTORY_MAX_MESSAGES"] + LATE_ARRIVALS
+    waits = 0
+    for delay in backoff_delays():
+        if lease.try_acquire():
+            history = manager.get_history(text.number, limit)
+            # Texts older than the deadline whose reply never came were abandoned.
+            max_age = config["REPLY_DEADLINE_SECONDS"] + 5
+            if not waits_on_earlier(history, message, now=time.time(), max_age=max_age):
+                turn.mark("turn", started)
+                turn.details["waits"] = waits
+                return lease, history
+            release(lease, text)
+        if time.monotonic() + delay > until:
+            turn.mark("turn", started)
+            log.warning("sms sid=%s: turn not free after %d waits", text.sid, waits)
+            return None, []
+        waits += 1
+        time.sleep(delay)
+    raise AssertionError("unreachable")  # backoff_delays never ends
+
+
+def release(lease: TurnLease, text: InboundText) -> None:
+    """Release the lease; a failure only delays the next text until the lease expires."""
+    try:
+        lease.release()
+    except StorageError as exc:
+        log.warning("sms sid=%s: could not release the turn lease: %s", text.sid, exc)
+
+
+def refuse(manager: Any, text: InboundText, message: Message, notice: str | None) -> str | None:
+    """Keep an over-limit text unanswered: one notice per window, then silence."""
+    if notice:
+        line = DAY_NOTICE if notice == "day" else MINUTE_NOTICE
+        return record_reply(manager, text, message, line, {"notice": f"rate_{notice}"}).content
+    _ext("storage").update_message_metadata(text.number, message, {"unanswered": "rate_limited"})
+    return None
+
+
+def choose_responder(limits: Limits, turn: Turn) -> tuple[Any, str | None]:
+    """Return the model responder, or the offline persona once today's budget is spent."""
+    if limits.reserve_model_call():
+        return _ext("responder"), None
+    log.warning("sms sid=%s: daily model budget spent; the offline persona answers", turn.sid)
+    return _ext("offline_responder"), "budget"
+
+
+def context_window(history: list[Message], message: Message) -> list[Message]:
+    """Keep what came before this text (not the text itself), within the configured size."""
+    config = current_app.config
+    earlier = [item for item in history if is_before(item, message)]
+    earlier = earlier[-config["HISTORY_MAX_MESSAGES"]:] if config["HISTORY_MAX_MESSAGES"] else []
+    budget = config["HISTORY_MAX_CHARS"]
+    kept: list[Message] = []
+    for item in reversed(earlier):
+        budget -= len(item.content)
+        if budget < 0:
+            break
+        kept.append(item)
+    kept.reverse()
+    return kept
+
+
+def ask(responder: Any, context: list[Message], text: InboundText, turn: Turn) -> Any:
+    """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
+    try:
+        return responder.reply(context, text.for_model(), deadline=turn.deadline)
+    except Exception:  # the interface promises no exceptions; log loudly and answer anyway
+        log.exception("sms sid=%s: responder raised; the offline persona answers", text.sid)
+        return _ext("offline_responder").reply(context, text.for_model(), deadline=turn.deadline)
+
+
+def record_reply(
+    manager: Any,
+    text: InboundText,
+    message: Message,
+    content: str,
+    metadata: dict[str, Any],
+    counters: dict[str, int] | None = None,
+) -> Message:
+    """Store the one reply to the text; if another attempt stored one first, return that."""
+    if counters is None:
+        segments = count_segments(content)
+        metadata = {**metadata, **segments.metadata()}
+        counters = {"segments": segments.count}
+    recorded = manager.record_assistant_message(
+        text.number, content, reply_to=message, metadata=metadata, counters=counters
+    )
+    return recorded.message
+
+
+def rescue_reply(manager: Any, text: InboundText, message: Message | None, exc: ConversationError) -> str:
+    """Produce an offline reply after a store failure and record it if the store allows."""
+    offline = _ext("offline_responder")
+    try:
+        content = truncate(offline.reply([], text.for_model()).text, current_app.config["REPLY_MAX_CHARS"])
+    except Exception:  # last line of defence: the texter must hear something
+        log.exception("sms sid=%s: offline persona failed too", text.sid)
+        content = LAST_RESORT
+    if message is not None and not isinstance(exc, StorageUnavailable):
+        try:
+            content = record_reply(manager, text, message, content, {"fallback": "store_failed"}).content
+        except ConversationError as again:
+            log.error("sms sid=%s: could not record the rescue reply: %s", text.sid, again)
+    return content
+
+
+def _tokens(reply: Any) -> int:
+    usage = getattr(reply, "usage", None) or {}
+    return int(usage.get("total_tokens") or 0)
+
+
+# ------------------------------------------------------------ status and health
+
+
+@bp.post("/sms/status")
+def delivery_status() -> Response:
+    """Record Twilio's delivery status of a reply on the stored reply."""
+    if not signature_ok():
+        return plain(403, "invalid or missing X-Twilio-Signature")
+    inbound_sid = request.args.get("sid", "")
+    number = (request.form.get("To") or "").strip()
+    status = (request.form.get("MessageStatus") or "").strip().lower()
+    if not inbound_sid or not number or not status or "#" in number:
+        return plain(400, "bad request: need ?sid=, To and MessageStatus")
+    manager = _ext("manager")
+    try:
+        message = manager.get_message(number, inbound_sid)
+        reply = manager.get_reply(number, message) if message else None
+        if reply is None:
+            log.warning("status sid=%s: no stored reply for %s", inbound_sid, mask_number(number))
+            return twiml()
+        previous = reply.metadata.get("delivery_status")
+        if STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous or "", -1):
+            return twiml()  # a late callback for an earlier step
+        updates = {"delivery_status": status, "outbound_sid": request.form.get("MessageSid")}
+        if request.form.get("ErrorCode"):
+            updates["delivery_error_code"] = request.form["ErrorCode"]
+        failed_now = status in FAILED_STATUSES and previous not in FAILED_STATUSES
+        _ext("storage").update_message_metadata(
+            number, reply, updates, counters={"delivery_failures": 1} if failed_now else None
+        )
+    except StorageError as exc:
+        log.error("status sid=%s: store failed: %s", inbound_sid, exc)
+        return plain(503, "store unavailable")
+    log.info("status sid=%s to=%s status=%s", inbound_sid, mask_number(number), status)
+    return twiml()
+
+
+@health_bp.get("/health")
+def health() -> tuple[Response, int]:
+    """Report whether the table is reachable and whether today's model budget is spent."""
+    body: dict[str, Any] = {"status": "ok"}
+    try:
+        _ext("storage").ping()
+        body["storage"] = "ok"
+        budget = _ext("limits").budget_status()
+        body["model_budget_spent"] = budget["spent"]
+        body["budget"] = budget
+    except StorageError as exc:
+        log.error("health: store unavailable: %s", exc)
+        body.update(status="unavailable", storage="unreachable")
+    return jsonify(body), 200 if body["status"] == "ok" else 503
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def twiml(body: str | None = None, action: str | None = None) -> Response:
+    """Return TwiML with one message (or none) as application/xml."""
+    response = MessagingResponse()
+    if body:
+        if action:
+            response.message(body, action=action, method="POST")
+        else:
+            response.message(body)
+    return Response(str(response), status=200, mimetype="application/xml")
+
+
+def plain(status: int, text: str) -> Response:
+    """Return a short plain-text error."""
+    return Response(text + "\n", status=status, mimetype="text/plain")
+
+
+def status_url(text: InboundText) -> str:
+    """Return the absolute URL Twilio should post the reply's delivery status to."""
+    path = url_for("sms.delivery_status", sid=text.sid)
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return base.rstrip("/") + path
+    return request.host_url.rstrip("/") + path
+
+
+def _ext(name: str) -> Any:
+    return current_app.extensions[f"dadacat.{name}"]
+
+
+def init_app(app: Flask) -> None:
+    """Register the webhook and health routes and build the limits and the signature validator."""
+    config = app.config
+    app.extensions["dadacat.limits"] = config.get("LIMITS") or Limits.from_config(
+        app.extensions["dadacat.storage"], config
+    )
+    app.extensions["dadacat.validator"] = (
+        RequestValidator(config["TWILIO_AUTH_TOKEN"]) if config["TWILIO_VALIDATE_SIGNATURE"] else None
+    )
+    # Until (or unless) the persona module provides responders, use injected ones.
+    for name in ("responder", "offline_responder"):
+        if app.extensions.get(f"dadacat.{name}") is None and config.get(name.upper()) is not None:
+            app.extensions[f"dadacat.{name}"] = config[name.upper()]
+    app.register_blueprint(bp)
+    app.register_blueprint(health_bp)

@@ -1,0 +1,223 @@
+"""Abuse and cost control, and one-at-a-time turns per number.
+
+Everything that must hold across gunicorn workers and instances lives in
+DynamoDB (atomic counters with TTL, a conditional lease item), never in
+process memory. Windows are fixed (the current UTC minute, the current UTC
+day), which costs one UpdateItem per window per text.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from conversation.models import Message, parse_iso
+
+log = logging.getLogger(__name__)
+
+# Counters outlive their window a little, so a late reader still sees them;
+# TTL then sweeps them away for free.
+_MINUTE_TTL = 180
+_DAY_TTL = 2 * 86400
+
+
+def normalize_number(number: str) -> str:
+    """Return a phone number without spaces, dashes, dots or brackets (E.164 stays as is)."""
+    return "".join(char for char in number.strip() if char not in " -.()\t")
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    """Whether a number may have this text answered by the model.
+
+    ``notice`` names the window ("minute" or "day") whose limit this text is the
+    first to exceed: that text gets one short notice, later ones silence.
+    """
+
+    allowed: bool
+    notice: str | None = None
+    minute_count: int = 0
+    day_count: int = 0
+
+
+class Limits:
+    """Per-number rate limits, a global daily model budget and allow/block lists.
+
+    :param storage: a store with ``increment_counter`` and ``get_counter``.
+    :param clock: returns seconds since the epoch; tests pin it to stay inside one window.
+    """
+
+    def __init__(
+        self,
+        storage: Any,
+        *,
+        per_minute: int = 0,
+        per_day: int = 0,
+        call_budget: int = 0,
+        token_budget: int = 0,
+        allowed: Iterable[str] = (),
+        blocked: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.per_minute = per_minute
+        self.per_day = per_day
+        self.call_budget = call_budget
+        self.token_budget = token_budget
+        self.allowed = frozenset(normalize_number(n) for n in allowed)
+        self.blocked = frozenset(normalize_number(n) for n in blocked)
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, storage: Any, config: Any) -> Limits:
+        """Build the limits described by the app's settings."""
+        return cls(
+            storage,
+            per_minute=config["RATE_LIMIT_PER_MINUTE"],
+            per_day=config["RATE_LIMIT_PER_DAY"],
+            call_budget=config["DAILY_MODEL_CALL_BUDGET"],
+            token_budget=config["DAILY_TOKEN_BUDGET"],
+            allowed=config["ALLOWED_NUMBERS"],
+            blocked=config["BLOCKED_NUMBERS"],
+        )
+
+    # ------------------------------------------------------------ who
+
+    def admits(self, number: str) -> bool:
+        """Return whether texts from this number are answered at all (no storage call)."""
+        key = normalize_number(number)
+        if key in self.blocked:
+            return False
+        return not self.allowed or key in self.allowed
+
+    # ------------------------------------------------------- how often
+
+    def _minute(self) -> str:
+        return str(int(self.clock() // 60))
+
+    def _day(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
+
+    def check_rate(self, number: str) -> RateVerdict:
+        """Count this text against the number's minute and day windows and judge it.
+
+        Every text counts, also refused ones: someone texting in a loop stays over the limit.
+        """
+        minute = day = 0
+        if self.per_minute:
+            minute = self.storage.increment_counter(
+                number, f"rate_m_{self._minute()}", 1, expires_in=_MINUTE_TTL
+            )
+        if self.per_day:
+            day = self.storage.increment_counter(number, f"rate_d_{self._day()}", 1, expires_in=_DAY_TTL)
+        if self.per_day and day > self.per_day:
+            return RateVerdict(False, "day" if day == self.per_day + 1 else None, minute, day)
+        if self.per_minute and minute > self.per_minute:
+            return RateVerdict(False, "minute" if minute == self.per_minute + 1 else None, minute, day)
+        return RateVerdict(True, None, minute, day)
+
+    # ------------------------------------------------------- how much
+
+    def reserve_model_call(self) -> bool:
+        """Count one model call against today's budget; False when the budget is spent."""
+        if self.token_budget and self.tokens_today() >= self.token_budget:
+            return False
+        if self.call_budget:
+            calls = self.storage.increment_counter(
+                "*", f"model_calls_{self._day()}", 1, expires_in=_DAY_TTL
+            )
+            return calls <= self.call_budget
+        return True
+
+    def add_tokens(self, tokens: int) -> None:
+        """Add the tokens a reply used to today's global total (only when a token budget is set)."""
+        if self.token_budget and tokens > 0:
+            self.storage.increment_counter("*", f"tokens_{self._day()}", tokens, expires_in=_DAY_TTL)
+
+    def tokens_today(self) -> int:
+        """Return the model tokens used today across all numbers."""
+        return self.storage.get_counter("*", f"tokens_{self._day()}")
+
+    def budget_status(self) -> dict[str, Any]:
+        """Return today's budget use and whether it is spent (for /health and logs)."""
+        status: dict[str, Any] = {"spent": False}
+        if self.call_budget:
+            calls = self.storage.get_counter("*", f"model_calls_{self._day()}")
+            status.update(model_calls=calls, model_call_budget=self.call_budget)
+            status["spent"] = calls >= self.call_budget
+        if self.token_budget:
+            tokens = self.tokens_today()
+            status.update(tokens=tokens, token_budget=self.token_budget)
+            status["spent"] = status["spent"] or tokens >= self.token_budget
+        return status
+
+
+class TurnLease:
+    """A number's turn: a conditional lease item in DynamoDB, held while one text is answered.
+
+    The lease expires by itself after ``seconds``, so a worker that dies
+    mid-turn blocks its number only that long.
+    """
+
+    def __init__(self, storage: Any, number: str, seconds: float, owner: str | None = None) -> None:
+        self.storage = storage
+        self.number = number
+        self.seconds = seconds
+        # Unique per attempt: a retried delivery must not inherit the first attempt's lease.
+        self.owner = owner or uuid.uuid4().hex
+        self.held = False
+
+    def try_acquire(self) -> bool:
+        """Take the lease if nobody else holds a live one."""
+        self.held = self.storage.acquire_lease(self.number, self.owner, self.seconds)
+        return self.held
+
+    def release(self) -> None:
+        """Give the lease back (no-op when not held)."""
+        if self.held:
+            self.held = False
+            self.storage.release_lease(self.number, self.owner)
+
+
+def backoff_delays(first: float = 0.02, factor: float = 1.6, cap: float = 0.3) -> Iterable[float]:
+    """Yield growing, jittered poll delays."""
+    delay = first
+    while True:
+        yield delay * (0.5 + random.random())
+        delay = min(cap, delay * factor)
+
+
+def waits_on_earlier(history: list[Message], message: Message, *, now: float, max_age: float) -> bool:
+    """Return whether an earlier text of the same conversation is still being answered.
+
+    Such a text has no reply yet, is not marked as deliberately unanswered, and is
+    younger than ``max_age`` seconds (older ones were abandoned: their worker died
+    or Twilio stopped waiting).
+    """
+    replied = {item.reply_to for item in history if item.reply_to}
+    for item in history:
+        if item.role != "user" or item.conversation_id != message.conversation_id:
+            continue
+        if not is_before(item, message) or item.message_id in replied:
+            continue
+        if item.metadata.get("unanswered"):
+            continue
+        if now - parse_iso(item.timestamp).timestamp() < max_age:
+            return True
+    return False
+
+
+def is_before(item: Message, message: Message) -> bool:
+    """Return whether ``item`` sits before ``message`` in the same conversation."""
+    return (
+        item.conversation_id == message.conversation_id
+        and item.position is not None
+        and message.position is not None
+        and item.position < message.position
+    )

@@ -1,0 +1,595 @@
+"""The SMS webhook through Flask's test client: signed like Twilio, storage on moto."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from app import create_app
+from app.limits import Limits
+from app.sms import count_segments
+from app.webhook import BUSY_LINE, DAY_NOTICE, MINUTE_NOTICE, RESET_CONFIRMATION
+from conversation import ConversationManager, StorageUnavailable
+from conversation.models import Message
+from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, twiml_bodies
+
+NUMBER = "+15551234567"
+
+
+@dataclass
+class FakeReply:
+    """A reply shaped like app.persona.Reply."""
+
+    text: str
+    model: str = "fake-model"
+    usage: dict = field(default_factory=lambda: {"total_tokens": 7})
+    latency_ms: float = 1.0
+    fallback: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """Return what the webhook stores with the reply."""
+        return {"model": self.model, "usage": dict(self.usage), "fallback": self.fallback}
+
+
+class ScriptedResponder:
+    """A responder following the persona interface that records every call."""
+
+    def __init__(self, prefix: str = "meow", *, text: str | None = None, delay: float = 0.0,
+                 raises: Exception | None = None) -> None:
+        self.prefix = prefix
+        self.text = text
+        self.delay = delay
+        self.raises = raises
+        self.calls: list[tuple[list, str, float | None]] = []
+        self._lock = threading.Lock()
+
+    def reply(self, history, text, *, deadline=None):
+        """Answer with the prefix and the text, after an optional delay."""
+        with self._lock:
+            self.calls.append((list(history), text, deadline))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.raises is not None:
+            raise self.raises
+        return FakeReply(self.text or f"{self.prefix}: {text}", model=self.prefix)
+
+
+class FixedClock:
+    """A clock pinned inside one minute, so window tests never straddle a boundary."""
+
+    def __init__(self, now: float = 1_767_225_630.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def responder():
+    return ScriptedResponder()
+
+
+@pytest.fixture
+def offline():
+    return ScriptedResponder("offline")
+
+
+@pytest.fixture
+def make_app(moto_storage, responder, offline):
+    """Return a factory building the app on moto with the scripted responders."""
+
+    def build(**overrides):
+        config = {
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "STORAGE": moto_storage,
+            "RESPONDER": responder,
+            "OFFLINE_RESPONDER": offline,
+            "RATE_LIMIT_PER_MINUTE": 0,
+            "RATE_LIMIT_PER_DAY": 0,
+            "OPENAI_API_KEY": "",
+            **overrides,
+        }
+        return create_app(config)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def texter(app):
+    return Texter(app.test_client(), number=NUMBER)
+
+
+@pytest.fixture
+def manager(app):
+    return app.extensions["dadacat.manager"]
+
+
+def only_body(response) -> str:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/xml"
+    bodies = twiml_bodies(response.data)
+    assert len(bodies) == 1, response.get_data(as_text=True)
+    return bodies[0]
+
+
+def assert_empty(response) -> None:
+    assert response.status_code == 200
+    assert response.mimetype == "application/xml"
+    assert parse_twiml(response.data) == []
+
+
+# ---------------------------------------------------------------- the story
+
+
+def test_text_is_answered_and_both_sides_are_stored(texter, responder, manager):
+    response = texter.text("hello cat", sid="SMfirst")
+    assert only_body(response) == "meow: hello cat"
+    history = manager.get_history(NUMBER)
+    assert [(m.role, m.content) for m in history] == [("user", "hello cat"), ("assistant", "meow: hello cat")]
+    text, reply = history
+    assert text.message_id == "SMfirst"
+    assert reply.reply_to == "SMfirst"
+    assert reply.metadata["segments"] == 1 and reply.metadata["encoding"] == "GSM-7"
+    assert text.metadata["idempotency_token"]
+    conversation = manager.get_or_create_conversation(NUMBER)
+    assert conversation.counters == {"tokens": 7, "segments": 1, "model_calls": 1}
+    assert len(responder.calls) == 1
+
+
+def test_history_reaches_the_model_and_the_current_text_exactly_once(texter, responder):
+    texter.text("my name is Ada")
+    texter.text("what is my name?")
+    history, text, deadline = responder.calls[1]
+    assert text == "what is my name?"
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "my name is Ada"), ("assistant", "meow: my name is Ada"),
+    ]
+    assert deadline is not None
+
+
+def test_history_window_respects_the_configured_size(make_app, responder):
+    texter = Texter(make_app(HISTORY_MAX_MESSAGES=3).test_client(), number=NUMBER)
+    for index in range(4):
+        texter.text(f"text {index}")
+    history, _, _ = responder.calls[-1]
+    assert [m.content for m in history] == ["meow: text 1", "text 2", "meow: text 2"]
+
+
+# ---------------------------------------------------------------- signatures
+
+
+def test_missing_signature_is_refused_and_touches_nothing(texter, responder, manager):
+    response = texter.text("forged", signed=False)
+    assert response.status_code == 403
+    assert manager.get_history(NUMBER) == []
+    assert responder.calls == []
+
+
+def test_tampered_form_is_refused(texter, manager):
+    params = texter.params("honest text")
+    signature = texter.sign("http://localhost/sms", params)
+    params["Body"] = "evil text"
+    assert texter.post(params, signature=signature).status_code == 403
+    assert manager.get_history(NUMBER) == []
+
+
+@pytest.mark.parametrize("url", ["http://localhost/other", "https://evil.example.com/sms", "http://localhost/sms?x=1"])
+def test_signature_for_another_url_is_refused(texter, manager, url):
+    assert texter.text("replayed", sign_url=url).status_code == 403
+    assert manager.get_history(NUMBER) == []
+
+
+def test_signature_with_another_token_is_refused(app, manager):
+    stranger = Texter(app.test_client(), number=NUMBER, token="not-the-token")
+    assert stranger.text("hi").status_code == 403
+
+
+def test_proxy_headers_are_trusted_only_when_configured(make_app):
+    public = "https://dadacat.example.com/sms"
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dadacat.example.com"}
+    trusting = Texter(make_app(TRUST_PROXY_HOPS=1).test_client(), number=NUMBER)
+    response = trusting.text("via proxy", sign_url=public, headers=headers)
+    assert only_body(response) == "meow: via proxy"
+    action = parse_twiml(response.data)[0].get("action")
+    assert action.startswith("https://dadacat.example.com/sms/status?sid=")
+    naive = Texter(make_app().test_client(), number=NUMBER)
+    assert naive.text("via proxy", sign_url=public, headers=headers).status_code == 403
+
+
+def test_public_base_url_is_what_signatures_are_checked_against(make_app):
+    texter = Texter(make_app(PUBLIC_BASE_URL="https://cat.example.org/").test_client(), number=NUMBER)
+    response = texter.text("hi", sign_url="https://cat.example.org/sms")
+    assert only_body(response) == "meow: hi"
+    assert parse_twiml(response.data)[0].get("action").startswith("https://cat.example.org/sms/status")
+    assert texter.text("hi", sign_url="http://localhost/sms").status_code == 403
+
+
+def test_validation_off_takes_an_explicit_setting_and_warns(make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        app = make_app(TWILIO_VALIDATE_SIGNATURE=False, TWILIO_AUTH_TOKEN=None)
+    assert any("TWILIO_VALIDATE_SIGNATURE is off" in record.message for record in caplog.records)
+    assert only_body(Texter(app.test_client(), number=NUMBER).text("hi", signed=False)) == "meow: hi"
+
+
+def test_debug_mode_does_not_turn_validation_off(make_app):
+    app = make_app()
+    app.debug = True
+    assert Texter(app.test_client(), number=NUMBER).text("hi", signed=False).status_code == 403
+
+
+# ------------------------------------------------------------------ commands
+
+
+@pytest.mark.parametrize("word", ["reset", "RESET", "  Reset  ", "restart!", "Clear.", "clear?!", "reset…"])
+def test_reset_variants_archive_the_conversation(texter, responder, manager, word):
+    texter.text("remember me")
+    response = texter.text(word)
+    assert only_body(response) == RESET_CONFIRMATION
+    assert len(responder.calls) == 1
+    assert manager.get_history(NUMBER) == []
+    texter.text("who am I?")
+    assert responder.calls[-1][0] == []
+
+
+def test_reset_retry_answers_the_same_confirmation_without_resetting_again(texter, manager):
+    texter.text("reset", sid="SMreset")
+    texter.text("new beginning")
+    assert only_body(texter.text("reset", sid="SMreset")) == RESET_CONFIRMATION
+    assert [m.content for m in manager.get_history(NUMBER)][0] == "new beginning"
+
+
+def test_words_around_reset_are_an_ordinary_text(texter, responder):
+    assert only_body(texter.text("please reset me")) == "meow: please reset me"
+    assert len(responder.calls) == 1
+
+
+@pytest.mark.parametrize("keyword", ["STOP", "START", "HELP"])
+def test_opt_out_keywords_are_recorded_but_never_sent_to_the_model(texter, responder, manager, keyword):
+    assert_empty(texter.text(keyword.lower(), OptOutType=keyword))
+    assert responder.calls == []
+    [stored] = manager.get_history(NUMBER)
+    assert stored.content == keyword.lower() and stored.metadata["opt_out"] == keyword
+    assert manager.is_opted_out(NUMBER) is (keyword == "STOP")
+
+
+def test_opted_out_number_is_not_answered_until_start(texter, responder, manager):
+    texter.text("stop", OptOutType="STOP")
+    assert_empty(texter.text("are you there?"))
+    assert responder.calls == []
+    texter.text("start", OptOutType="START")
+    assert only_body(texter.text("back again")) == "meow: back again"
+    assert [m.content for m in manager.get_history(NUMBER)][-4:] == [
+        "are you there?", "start", "back again", "meow: back again",
+    ]
+
+
+# ---------------------------------------------------------------- duplicates
+
+
+def test_retried_delivery_gets_the_same_reply_without_a_model_call(texter, responder, manager):
+    first = only_body(texter.text("once", sid="SMdup"))
+    second = only_body(texter.text("once", sid="SMdup"))
+    assert first == second == "meow: once"
+    assert len(responder.calls) == 1
+    assert [m.content for m in manager.get_history(NUMBER)] == ["once", "meow: once"]
+
+
+def test_concurrent_retries_call_the_model_once(app, responder, manager):
+    responder.delay = 0.3
+    params = Texter(number=NUMBER).params("at once", sid="SMstorm")
+    results: list = [None] * 5
+
+    def deliver(index: int) -> None:
+        texter = Texter(app.test_client(), number=NUMBER)
+        results[index] = texter.post(dict(params))
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [only_body(r) for r in results] == ["meow: at once"] * 5
+    assert len(responder.calls) == 1
+    assert [m.content for m in manager.get_history(NUMBER)] == ["at once", "meow: at once"]
+
+
+def test_concurrent_texts_from_one_number_are_answered_in_order(app, responder, manager):
+    responder.delay = 0.05
+    results: dict[str, Any] = {}
+
+    def send(body: str) -> None:
+        results[body] = Texter(app.test_client(), number=NUMBER).text(body)
+
+    threads = [threading.Thread(target=send, args=(f"text {i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {body: only_body(r) for body, r in results.items()} == {b: f"meow: {b}" for b in results}
+    history = manager.get_history(NUMBER)
+    assert len(history) == 8
+    texts = [m for m in history if m.role == "user"]
+    assert sorted(m.content for m in texts) == sorted(results)
+    # Arrival order is storage order; the model was asked in that order, each
+    # time seeing every earlier text and its reply.
+    assert [text for _, text, _ in responder.calls] == [m.content for m in texts]
+    for index, (seen, _, _) in enumerate(responder.calls):
+        assert [m.content for m in seen if m.role == "user"] == [m.content for m in texts[:index]]
+    for position in range(0, 8, 2):
+        assert history[position + 1].reply_to == history[position].message_id
+
+
+def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto_storage, responder, manager):
+    app = make_app(REPLY_DEADLINE_SECONDS=0.6)
+    assert moto_storage.acquire_lease(NUMBER, "another-worker", 30)
+    response = Texter(app.test_client(), number=NUMBER).text("anyone?", sid="SMbusy")
+    assert only_body(response) == BUSY_LINE
+    assert responder.calls == []
+    reply = app.extensions["dadacat.manager"].get_reply(NUMBER, manager.get_message(NUMBER, "SMbusy"))
+    assert reply.metadata["fallback"] == "turn_timeout"
+
+
+def test_fresh_unanswered_earlier_text_makes_the_next_wait(make_app, manager, responder):
+    manager.record_user_message(NUMBER, "still being answered elsewhere", message_id="SMearlier")
+    app = make_app(REPLY_DEADLINE_SECONDS=0.6)
+    assert only_body(Texter(app.test_client(), number=NUMBER).text("next")) == BUSY_LINE
+    assert responder.calls == []
+
+
+def test_abandoned_earlier_text_does_not_block_the_next(texter, responder, manager):
+    old = Message(content="lost in a crash", timestamp="2020-01-01T00:00:00.000000Z", message_id="SMold")
+    manager.storage.append(NUMBER, old, idempotent=True)
+    assert only_body(texter.text("next")) == "meow: next"
+    assert [m.content for m in responder.calls[0][0]] == ["lost in a crash"]
+
+
+# ------------------------------------------------------------ media and forms
+
+
+def test_mms_with_empty_body_is_stored_and_answered(texter, responder, manager):
+    media = [("https://api.twilio.com/m/ME1", "image/jpeg"), ("https://api.twilio.com/m/ME2", "image/png")]
+    response = texter.text("", media=media)
+    assert only_body(response).startswith("meow: [sent 2 attachments: image/jpeg, image/png]")
+    text = manager.get_history(NUMBER)[0]
+    assert text.content == ""
+    assert text.media_urls == [url for url, _ in media]
+    assert text.metadata["media_content_types"] == ["image/jpeg", "image/png"]
+    assert text.metadata["num_segments"] == 1
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"From": ""}, "no From"),
+        ({"NumMedia": "lots"}, "NumMedia"),
+        ({"NumMedia": "99"}, "NumMedia"),
+        ({"Body": "x" * 1601}, "1601 characters"),
+        ({"OptOutType": "MAYBE"}, "OptOutType"),
+        ({"MessageSid": ""}, "MessageSid"),
+    ],
+)
+def test_malformed_forms_get_a_clear_400(texter, manager, caplog, change, reason):
+    params = {**texter.params("hi"), **change}
+    with caplog.at_level(logging.WARNING, logger="app.webhook"):
+        response = texter.post(params, headers={"I-Twilio-Idempotency-Token": ""})
+    assert response.status_code == 400
+    assert reason in response.get_data(as_text=True)
+    assert any("malformed" in record.message for record in caplog.records)
+    assert manager.get_history(NUMBER) == []
+
+
+def test_body_of_exactly_1600_characters_is_accepted(texter, manager):
+    assert texter.text("y" * 1600).status_code == 200
+    assert len(manager.get_history(NUMBER)[0].content) == 1600
+
+
+def test_json_post_is_a_400_not_a_500(texter):
+    response = texter.client.post(
+        "/sms", json={"From": NUMBER}, headers={"X-Twilio-Signature": texter.sign("http://localhost/sms", {})}
+    )
+    assert response.status_code == 400
+
+
+def test_unicode_and_emoji_survive_end_to_end(texter, responder, manager):
+    body = "Привет, кот 🐱‍👤! 你好 — café"
+    response = texter.text(body)
+    assert only_body(response) == f"meow: {body}"
+    assert responder.calls[0][1] == body
+    stored_text, stored_reply = manager.get_history(NUMBER)
+    assert stored_text.content == body
+    assert stored_reply.metadata["encoding"] == "UCS-2"
+
+
+# ---------------------------------------------------------- replies fit SMS
+
+
+def test_long_reply_is_cut_on_a_word_boundary_and_segments_recorded(make_app, responder, manager):
+    responder.text = " ".join(["whiskers"] * 200)
+    texter = Texter(make_app(REPLY_MAX_CHARS=200).test_client(), number=NUMBER)
+    body = only_body(texter.text("talk a lot"))
+    assert len(body) <= 200 and body.endswith("whiskers...")
+    reply = manager.get_history(NUMBER)[-1]
+    assert reply.content == body
+    assert reply.metadata["segments"] == count_segments(body).count == 2
+    assert reply.metadata["encoding"] == "GSM-7"
+    assert manager.get_or_create_conversation(NUMBER).counters["segments"] == 2
+
+
+def test_emoji_reply_counts_ucs2_segments(texter, responder, manager):
+    responder.text = "🐱 " * 40
+    texter.text("emoji please")
+    reply = manager.get_history(NUMBER)[-1]
+    assert reply.metadata["encoding"] == "UCS-2"
+    assert reply.metadata["segments"] == count_segments(reply.content).count == 2
+
+
+# ----------------------------------------------------------- never silent
+
+
+def test_model_failure_still_answers_in_persona(texter, responder, offline, manager, caplog):
+    responder.raises = RuntimeError("model exploded")
+    with caplog.at_level(logging.ERROR, logger="app.webhook"):
+        body = only_body(texter.text("are you ok?", sid="SMboom"))
+    assert body == "offline: are you ok?"
+    assert any("SMboom" in record.getMessage() for record in caplog.records)
+    assert [m.content for m in manager.get_history(NUMBER)] == ["are you ok?", "offline: are you ok?"]
+
+
+class BrokenStorage:
+    """A store whose every public method raises StorageUnavailable."""
+
+    def __init__(self, real=None, broken=None):
+        self.real = real
+        self.broken = broken
+
+    def __getattr__(self, name):
+        if self.real is not None and (self.broken is None or name not in self.broken):
+            return getattr(self.real, name)
+
+        def fail(*args, **kwargs):
+            raise StorageUnavailable("DynamoDB is unreachable: injected")
+
+        return fail
+
+
+def test_store_down_still_answers_and_logs_the_sid(make_app, responder, caplog):
+    storage = BrokenStorage()
+    app = make_app(STORAGE=storage, MANAGER=ConversationManager(storage))
+    with caplog.at_level(logging.ERROR, logger="app.webhook"):
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("hello?", sid="SMdown"))
+    assert body == "offline: hello?"
+    assert responder.calls == []
+    assert any("SMdown" in r.getMessage() and "store failed" in r.getMessage() for r in caplog.records)
+
+
+class ReplyWriteFails(ConversationManager):
+    """A manager whose reply writes fail as if DynamoDB went away mid-turn."""
+
+    def record_assistant_message(self, *args, **kwargs):
+        raise StorageUnavailable("DynamoDB is unreachable: injected")
+
+
+def test_store_failing_after_the_model_keeps_the_model_reply(make_app, moto_storage, responder, caplog):
+    app = make_app(MANAGER=ReplyWriteFails(moto_storage))
+    with caplog.at_level(logging.ERROR, logger="app.webhook"):
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("first", sid="SMpart"))
+    assert body == "meow: first"
+    assert any("SMpart" in r.getMessage() for r in caplog.records)
+    assert [m.content for m in ConversationManager(moto_storage).get_history(NUMBER)] == ["first"]
+
+
+# --------------------------------------------------------- limits and lists
+
+
+def limited_app(make_app, moto_storage, **limits):
+    return make_app(LIMITS=Limits(moto_storage, clock=FixedClock(), **limits))
+
+
+def test_rate_limit_gives_one_notice_per_window_then_silence(make_app, moto_storage, responder, manager):
+    texter = Texter(limited_app(make_app, moto_storage, per_minute=2).test_client(), number=NUMBER)
+    assert only_body(texter.text("one")) == "meow: one"
+    assert only_body(texter.text("two")) == "meow: two"
+    assert only_body(texter.text("three")) == MINUTE_NOTICE
+    assert_empty(texter.text("four"))
+    assert_empty(texter.text("five", sid="SMfive"))
+    assert_empty(texter.text("five", sid="SMfive"))  # a retry of a silenced text stays silent
+    assert len(responder.calls) == 2
+    contents = [m.content for m in manager.get_history(NUMBER)]
+    assert contents == ["one", "meow: one", "two", "meow: two", "three", MINUTE_NOTICE, "four", "five"]
+    other = Texter(texter.client, number="+15550009999")
+    assert only_body(other.text("hi")) == "meow: hi"
+
+
+def test_daily_cap(make_app, moto_storage, responder):
+    texter = Texter(limited_app(make_app, moto_storage, per_day=1).test_client(), number=NUMBER)
+    texter.text("one")
+    assert only_body(texter.text("two")) == DAY_NOTICE
+    assert_empty(texter.text("three"))
+    assert len(responder.calls) == 1
+
+
+def test_spent_model_budget_switches_to_the_offline_persona(
+    make_app, moto_storage, responder, offline, manager
+):
+    app = limited_app(make_app, moto_storage, call_budget=1)
+    texter = Texter(app.test_client(), number=NUMBER)
+    assert app.test_client().get("/health").get_json()["model_budget_spent"] is False
+    assert only_body(texter.text("one")) == "meow: one"
+    assert only_body(texter.text("two")) == "offline: two"
+    assert len(responder.calls) == 1 and len(offline.calls) == 1
+    assert manager.get_history(NUMBER)[-1].metadata["fallback"] == "budget"
+    assert app.test_client().get("/health").get_json()["model_budget_spent"] is True
+
+
+def test_token_budget(make_app, moto_storage, responder, offline):
+    texter = Texter(limited_app(make_app, moto_storage, token_budget=10).test_client(), number=NUMBER)
+    texter.text("one")
+    texter.text("two")
+    assert only_body(texter.text("three")) == "offline: three"
+    assert len(responder.calls) == 2
+
+
+def test_blocked_number_is_ignored_before_anything_is_spent(make_app, responder, moto_storage):
+    app = make_app(BLOCKED_NUMBERS="+1 555 123 4567")
+    assert_empty(Texter(app.test_client(), number=NUMBER).text("let me in"))
+    assert responder.calls == []
+    assert ConversationManager(moto_storage).get_history(NUMBER) == []
+
+
+def test_allow_list_admits_only_its_numbers(make_app, responder):
+    app = make_app(ALLOWED_NUMBERS="+15550000001,+15550000002")
+    assert_empty(Texter(app.test_client(), number=NUMBER).text("me?"))
+    assert only_body(Texter(app.test_client(), number="+15550000002").text("me!")) == "meow: me!"
+    assert len(responder.calls) == 1
+
+
+# ----------------------------------------------------------- status, health
+
+
+def test_delivery_status_is_recorded_on_the_reply(texter, manager):
+    response = texter.text("track me", sid="SMtrack")
+    action = parse_twiml(response.data)[0].get("action")
+    assert action == "http://localhost/sms/status?sid=SMtrack"
+    assert texter.status("SMtrack", "sent").status_code == 200
+    assert texter.status("SMtrack", "failed", ErrorCode="30003").status_code == 200
+    assert texter.status("SMtrack", "undelivered").status_code == 200
+    assert texter.status("SMtrack", "sent").status_code == 200  # late, ignored
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMtrack"))
+    assert reply.metadata["delivery_status"] == "undelivered"
+    assert reply.metadata["delivery_error_code"] == "30003"
+    assert manager.get_or_create_conversation(NUMBER).counters["delivery_failures"] == 1
+
+
+def test_unsigned_status_callback_is_refused(texter, manager):
+    texter.text("track me", sid="SMtrack2")
+    response = texter.client.post("/sms/status?sid=SMtrack2", data={"To": NUMBER, "MessageStatus": "failed"})
+    assert response.status_code == 403
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMtrack2"))
+    assert "delivery_status" not in reply.metadata
+
+
+def test_health_reports_ok_and_unavailable(app, make_app):
+    ok = app.test_client().get("/health")
+    assert ok.status_code == 200 and ok.get_json()["status"] == "ok"
+    storage = BrokenStorage()
+    down = make_app(STORAGE=storage, MANAGER=ConversationManager(storage)).test_client().get("/health")
+    assert down.status_code == 503 and down.get_json()["status"] == "unavailable"
+
+
+def test_one_info_line_per_request_without_the_body(texter, caplog):
+    with caplog.at_level(logging.INFO, logger="app.webhook"):
+        texter.text("a very secret body", sid="SMlog")
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.webhook" and r.levelno == logging.INFO]
+    assert len(lines) == 1
+    assert "SMlog" in lines[0] and "outcome=replied" in lines[0] and "+15*******67" in lines[0]
+    assert "secret" not in lines[0] and NUMBER not in lines[0]
