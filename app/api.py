@@ -44,6 +44,8 @@ MAX_TITLE_CHARS = 200
 COUNTER_NAMES = ("tokens", "segments", "model_calls", "delivery_failures")
 
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
+# Rules use merge_slashes=False: an empty path segment is a JSON 404, not an
+# HTML redirect to a different route.
 
 
 class ApiError(Exception):
@@ -210,13 +212,13 @@ def message_json(message: Message) -> dict[str, Any]:
 # -------------------------------------------------------------------- routes
 
 
-@bp.get("/openapi.json")
+@bp.get("/openapi.json", merge_slashes=False)
 def openapi():
     """Serve the OpenAPI document describing these routes."""
     return jsonify(build_document())
 
 
-@bp.get("/conversations")
+@bp.get("/conversations", merge_slashes=False)
 def recent_conversations():
     """List conversations across all numbers, newest activity first."""
     limit = _limit(20)
@@ -229,7 +231,7 @@ def recent_conversations():
     )
 
 
-@bp.get("/numbers/<number>/conversations")
+@bp.get("/numbers/<number>/conversations", merge_slashes=False)
 def list_conversations(number: str):
     """List one number's conversations, newest first."""
     number = _number(number)
@@ -244,7 +246,7 @@ def list_conversations(number: str):
     )
 
 
-@bp.get("/numbers/<number>/conversations/<conversation_id>")
+@bp.get("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def get_conversation(number: str, conversation_id: str):
     """Return one conversation's header."""
     number, conversation_id = _number(number), _conversation_id(conversation_id)
@@ -253,7 +255,7 @@ def get_conversation(number: str, conversation_id: str):
     return jsonify(conversation_json(conversation))
 
 
-@bp.get("/numbers/<number>/conversations/<conversation_id>/messages")
+@bp.get("/numbers/<number>/conversations/<conversation_id>/messages", merge_slashes=False)
 def list_messages(number: str, conversation_id: str):
     """List one conversation's messages, oldest first unless order=desc."""
     number, conversation_id = _number(number), _conversation_id(conversation_id)
@@ -273,7 +275,7 @@ def list_messages(number: str, conversation_id: str):
     )
 
 
-@bp.get("/numbers/<number>/conversations/<conversation_id>/stats")
+@bp.get("/numbers/<number>/conversations/<conversation_id>/stats", merge_slashes=False)
 def conversation_stats(number: str, conversation_id: str):
     """Return one conversation's counts, times and usage counters."""
     number, conversation_id = _number(number), _conversation_id(conversation_id)
@@ -294,7 +296,7 @@ def conversation_stats(number: str, conversation_id: str):
     )
 
 
-@bp.patch("/numbers/<number>/conversations/<conversation_id>")
+@bp.patch("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def update_conversation(number: str, conversation_id: str):
     """Rename and/or archive a conversation."""
     number, conversation_id = _number(number), _conversation_id(conversation_id)
@@ -334,7 +336,7 @@ def update_conversation(number: str, conversation_id: str):
     return jsonify(conversation_json(_existing(number, conversation_id)))
 
 
-@bp.delete("/numbers/<number>/conversations/<conversation_id>")
+@bp.delete("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def delete_conversation(number: str, conversation_id: str):
     """Soft-delete a conversation (hidden, kept), or hard-delete it with hard=true."""
     number, conversation_id = _number(number), _conversation_id(conversation_id)
@@ -347,7 +349,7 @@ def delete_conversation(number: str, conversation_id: str):
     return jsonify(conversation_id=conversation_id, hard=hard, deleted_items=deleted)
 
 
-@bp.post("/numbers/<number>/reset")
+@bp.post("/numbers/<number>/reset", merge_slashes=False)
 def reset_number(number: str):
     """Archive the number's active conversation, exactly like texting "reset"."""
     number = _number(number)
@@ -356,7 +358,7 @@ def reset_number(number: str):
     return jsonify(number=number, archived_conversation_id=archived)
 
 
-@bp.get("/numbers/<number>/export")
+@bp.get("/numbers/<number>/export", merge_slashes=False)
 def export_number(number: str):
     """Return everything stored for a number as one JSON document."""
     number = _number(number)
@@ -365,8 +367,8 @@ def export_number(number: str):
     return jsonify(document)
 
 
-@bp.delete("/numbers/<number>")
-@bp.post("/numbers/<number>/erase")
+@bp.delete("/numbers/<number>", merge_slashes=False)
+@bp.post("/numbers/<number>/erase", merge_slashes=False)
 def erase_number(number: str):
     """Delete everything stored for a number; safe to repeat."""
     number = _number(number)
@@ -390,7 +392,9 @@ def _invalid_cursor(exc: InvalidCursor):
 
 @bp.errorhandler(ConversationNotFound)
 def _not_found(exc: ConversationNotFound):
-    return error_response(404, "conversation_not_found", "no such conversation for this number", "conversation_id")
+    return error_response(
+        404, "conversation_not_found", "no such conversation for this number", "conversation_id"
+    )
 
 
 @bp.errorhandler(StorageUnavailable)
