@@ -199,6 +199,25 @@ def _wait_port(port: int, process: subprocess.Popen, what: str, timeout: float) 
     raise LaunchError(f"{what} did not open port {port} within {timeout:.0f} s")
 
 
+def _wait_health(url: str, process: subprocess.Popen, timeout: float) -> int:
+    """Return the status of GET /health once a worker answers (the port opens before workers boot)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LaunchError(f"the bot exited with status {process.returncode} during start-up (see above)")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise LaunchError(f"the bot did not answer {url} within {timeout:.0f} s")
+
+
 def _stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
     if process is None or process.poll() is not None:
         return
@@ -283,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Starting the bot (gunicorn) on {args.host}:{args.port} ...")
         bot = subprocess.Popen(gunicorn_command(sys.executable, args.host, args.port, args.workers), env=env)
         _wait_port(args.port, bot, "The bot", 60)
+        status = _wait_health(f"http://{args.host}:{args.port}/health", bot, 60)
+        if status != 200:
+            print(f"warning: GET /health answered {status}; see the log above", file=sys.stderr)
         print(next_steps(url), flush=True)
         bot.wait()
         return 0 if bot.returncode in (0, -signal.SIGINT, -signal.SIGTERM) else 1

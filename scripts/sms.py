@@ -138,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(f"Texting {url} from {args.sender}. Type a text and press Enter; Ctrl-D quits.")
+    # Piped input is echoed so the output reads like the conversation it was.
+    echo = not sys.stdin.isatty()
     while True:
         try:
             line = input("you> ")
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
+        if echo:
+            print(line)
         if not line.strip():
             continue
         try:
