@@ -491,6 +491,8 @@ def init_app(app) -> None:
     offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
         seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
     )
+    # Read the prompt even when offline, so a broken PERSONA_FILE stops start-up either way.
+    system_prompt = load_system_prompt(config.get("PERSONA_FILE"), max_chars=max_chars)
     responder = config.get("RESPONDER")
     if responder is None:
         if config.get("OPENAI_API_KEY"):
@@ -502,7 +504,7 @@ def init_app(app) -> None:
                 temperature=float(config.get("OPENAI_TEMPERATURE", 1.0)),
                 max_tokens=int(config.get("OPENAI_MAX_TOKENS") or 200),
                 deadline_seconds=float(config.get("REPLY_DEADLINE_SECONDS") or 10.0),
-                system_prompt=load_system_prompt(config.get("PERSONA_FILE"), max_chars=max_chars),
+                system_prompt=system_prompt,
                 history_max_messages=int(config.get("HISTORY_MAX_MESSAGES", 20)),
                 history_max_chars=int(config.get("HISTORY_MAX_CHARS", 6000)),
                 max_chars=max_chars,

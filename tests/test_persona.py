@@ -351,6 +351,8 @@ def test_an_empty_persona_file_is_refused(tmp_path):
     blank.write_text("  \n", encoding="utf-8")
     with pytest.raises(ConfigError, match="empty"):
         load_system_prompt(blank)
+    with pytest.raises(ConfigError, match="PERSONA_FILE"):
+        flask_app(PERSONA_FILE=str(blank))  # refused at start-up even with no model key
 
 
 def test_offline_does_not_echo_our_own_attachment_note():
