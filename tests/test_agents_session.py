@@ -386,3 +386,20 @@ def test_the_sms_bot_does_not_import_the_agents_sdk():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_example_script_runs(ddb_local, capsys):
+    from scripts import agent_example
+
+    table = f"t-example-{time.time_ns()}"
+    argv = ["--endpoint-url", ddb_local.endpoint_url, "--table", table, "--fake", "--session", "ex"]
+    try:
+        assert agent_example.main([*argv, "what is the moon?", "and the sun?"]) == 0
+        assert agent_example.main([*argv, "--show", "still there?"]) == 0
+    finally:
+        DynamoDBStorage(table, endpoint_url=ddb_local.endpoint_url).client.delete_table(TableName=table)
+    out = capsys.readouterr().out
+    # The fake answers with the number of messages it was sent: memory at work.
+    assert "cat> mrrp #2:" in out and "cat> mrrp #4:" in out and "cat> mrrp #6:" in out
+    assert "[session 'ex': 6 items in " in out
+    assert '{"content": "what is the moon?", "role": "user"}' in out
