@@ -183,7 +183,7 @@ class DynamoDBStorage:
         ttl_days: float | None = None,
         auto_create: bool = True,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
-        max_attempts: int = 5,
+        max_attempts: int = 3,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         activity_lookback_days: int = DEFAULT_ACTIVITY_LOOKBACK_DAYS,
@@ -221,7 +221,8 @@ class DynamoDBStorage:
                         region_name=region,
                         config=Config(
                             # Throttling and transient errors are retried by
-                            # botocore itself, with backoff and jitter.
+                            # botocore itself, with backoff and jitter; few
+                            # retries, as a texter is waiting on each turn.
                             retries={"mode": "standard", "max_attempts": args["max_attempts"]},
                             connect_timeout=args["connect_timeout"],
                             read_timeout=args["read_timeout"],
