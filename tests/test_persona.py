@@ -359,3 +359,31 @@ def test_offline_does_not_echo_our_own_attachment_note():
     answer = OfflineResponder(seed=2).reply([], "[sent 1 attachment: image/jpeg]")
     assert "attachment" not in answer.text and "jpeg" not in answer.text
     assert "picture" in answer.text
+
+
+def test_the_webhook_sends_the_remembered_conversation_to_the_model(fake, moto_storage):
+    from app import create_app
+    from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
+
+    fake.push(reply("ada, da-da", prompt_tokens=30, completion_tokens=4), reply("you are ada, prrt"))
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "sk-e2e",
+                      "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "cat-1", "REPLY_DEADLINE_SECONDS": 3,
+                      "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0})
+    try:
+        texter = Texter(app.test_client(), number="+15550002222")
+        assert twiml_bodies(texter.text("my name is Ada").data) == ["ada, da-da"]
+        assert twiml_bodies(texter.text("who am I?").data) == ["you are ada, prrt"]
+    finally:
+        app.extensions["dadacat.responder"].close()
+
+    prompt = load_system_prompt(max_chars=320)
+    assert fake.requests[1]["messages"] == [
+        {"role": "system", "content": prompt},
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "ada, da-da"},
+        {"role": "user", "content": "who am I?"},
+    ]
+    first_reply = app.extensions["dadacat.manager"].get_history("+15550002222", 10)[1]
+    assert first_reply.role == "assistant"
+    assert first_reply.metadata["model"] == "cat-1"
+    assert first_reply.metadata["usage"] == {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
