@@ -105,6 +105,11 @@ class InboundText:
             opt_out=opt_out,
         )
 
+    @property
+    def media_urls(self) -> list[str]:
+        """Return the attachment URLs, in Twilio's order."""
+        return [url for url, _ in self.media]
+
     def metadata(self) -> dict[str, Any]:
         """Return what is stored with the text besides its body and media URLs."""
         data: dict[str, Any] = {"channel": "sms"}
@@ -117,14 +122,6 @@ class InboundText:
         if self.opt_out:
             data["opt_out"] = self.opt_out
         return data
-
-    def for_model(self) -> str:
-        """Return the text as the model should read it, media described in words."""
-        if not self.media:
-            return self.body
-        kinds = ", ".join(kind or "unknown type" for _, kind in self.media)
-        note = f"[sent {len(self.media)} attachment{'s' if len(self.media) > 1 else ''}: {kinds}]"
-        return f"{self.body}\n{note}" if self.body.strip() else note
 
 
 def _small_int(form: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -234,7 +231,7 @@ def inbound_sms() -> Response:
         responder, fallback = choose_responder(limits, turn)
         context = context_window(history, message)
         started = time.monotonic()
-        reply_obj = ask(responder, context, text, turn)
+        reply_obj = ask(responder, context, text, message, turn)
         turn.mark("model", started)
         answer = truncate(reply_obj.text, current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
@@ -244,7 +241,7 @@ def inbound_sms() -> Response:
             counters={
                 "tokens": _tokens(reply_obj),
                 "segments": segments.count,
-                "model_calls": 0 if fallback == "budget" else 1,
+                "model_calls": int(getattr(reply_obj, "attempts", 1)),
             },
         )
         limits.add_tokens(_tokens(reply_obj))
@@ -288,7 +285,7 @@ def record_opt_out(manager: Any, text: InboundText, turn: Turn) -> None:
     """Record a STOP/START/HELP text and the number's opt-out state; never reach the model."""
     try:
         manager.record_user_message(
-            text.number, text.body, message_id=text.sid, media_urls=[url for url, _ in text.media],
+            text.number, text.body, message_id=text.sid, media_urls=text.media_urls,
             metadata={**text.metadata(), "unanswered": "opt_out"},
         )
         if text.opt_out in ("STOP", "START"):
@@ -309,7 +306,7 @@ def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[M
         metadata["unanswered"] = "opted_out"
     recorded = manager.record_user_message(
         text.number, text.body, message_id=text.sid,
-        media_urls=[url for url, _ in text.media], metadata=metadata,
+        media_urls=text.media_urls, metadata=metadata,
     )
     return recorded.message, recorded.created
 
@@ -394,13 +391,14 @@ def context_window(history: list[Message], message: Message) -> list[Message]:
     return kept
 
 
-def ask(responder: Any, context: list[Message], text: InboundText, turn: Turn) -> Any:
+def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn) -> Any:
     """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
+    kwargs = {"deadline": turn.deadline, "media_urls": text.media_urls, "message_id": message.message_id}
     try:
-        return responder.reply(context, text.for_model(), deadline=turn.deadline)
+        return responder.reply(context, text.body, **kwargs)
     except Exception:  # the interface promises no exceptions; log loudly and answer anyway
         log.exception("sms sid=%s: responder raised; the offline persona answers", text.sid)
-        return _ext("offline_responder").reply(context, text.for_model(), deadline=turn.deadline)
+        return _ext("offline_responder").reply(context, text.body, **kwargs)
 
 
 def record_reply(
@@ -426,7 +424,8 @@ def rescue_reply(manager: Any, text: InboundText, message: Message | None, exc: 
     """Produce an offline reply after a store failure and record it if the store allows."""
     offline = _ext("offline_responder")
     try:
-        content = truncate(offline.reply([], text.for_model()).text, current_app.config["REPLY_MAX_CHARS"])
+        reply = offline.reply([], text.body, media_urls=text.media_urls)
+        content = truncate(reply.text, current_app.config["REPLY_MAX_CHARS"]) or LAST_RESORT
     except Exception:  # last line of defence: the texter must hear something
         log.exception("sms sid=%s: offline persona failed too", text.sid)
         content = LAST_RESORT

@@ -30,6 +30,7 @@ class FakeReply:
     usage: dict = field(default_factory=lambda: {"total_tokens": 7})
     latency_ms: float = 1.0
     fallback: str | None = None
+    attempts: int = 1
 
     def metadata(self) -> dict[str, Any]:
         """Return what the webhook stores with the reply."""
@@ -46,17 +47,21 @@ class ScriptedResponder:
         self.delay = delay
         self.raises = raises
         self.calls: list[tuple[list, str, float | None]] = []
+        self.media: list[list[str]] = []
         self._lock = threading.Lock()
 
-    def reply(self, history, text, *, deadline=None):
+    def reply(self, history, text, *, deadline=None, media_urls=(), message_id=None):
         """Answer with the prefix and the text, after an optional delay."""
+        assert all(m.message_id != message_id for m in history), "the current text is in the history"
         with self._lock:
             self.calls.append((list(history), text, deadline))
+            self.media.append(list(media_urls))
         if self.delay:
             time.sleep(self.delay)
         if self.raises is not None:
             raise self.raises
-        return FakeReply(self.text or f"{self.prefix}: {text}", model=self.prefix)
+        said = text or f"[{len(media_urls)} attachments]"
+        return FakeReply(self.text or f"{self.prefix}: {said}", model=self.prefix)
 
 
 class FixedClock:
@@ -359,7 +364,8 @@ def test_abandoned_earlier_text_does_not_block_the_next(texter, responder, manag
 def test_mms_with_empty_body_is_stored_and_answered(texter, responder, manager):
     media = [("https://api.twilio.com/m/ME1", "image/jpeg"), ("https://api.twilio.com/m/ME2", "image/png")]
     response = texter.text("", media=media)
-    assert only_body(response).startswith("meow: [sent 2 attachments: image/jpeg, image/png]")
+    assert only_body(response) == "meow: [2 attachments]"
+    assert responder.calls[0][1] == "" and responder.media == [[url for url, _ in media]]
     text = manager.get_history(NUMBER)[0]
     assert text.content == ""
     assert text.media_urls == [url for url, _ in media]
@@ -593,3 +599,42 @@ def test_one_info_line_per_request_without_the_body(texter, caplog):
     assert len(lines) == 1
     assert "SMlog" in lines[0] and "outcome=replied" in lines[0] and "+15*******67" in lines[0]
     assert "secret" not in lines[0] and NUMBER not in lines[0]
+
+
+# ------------------------------------------------- with the real persona module
+
+
+def test_offline_persona_answers_when_no_model_is_configured(moto_storage):
+    from app.persona import OfflineResponder
+
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
+                      "OFFLINE_PERSONA_SEED": 7})
+    assert isinstance(app.extensions["dadacat.responder"], OfflineResponder)
+    texter = Texter(app.test_client(), number=NUMBER)
+    body = only_body(texter.text("hello 🐟"))
+    assert body
+    reply = app.extensions["dadacat.manager"].get_history(NUMBER)[-1]
+    assert reply.content == body and reply.metadata["fallback"] == "offline"
+    assert app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER).counters["model_calls"] == 0
+
+
+def test_history_reaches_a_real_openai_client_over_http(moto_storage):
+    from tests.fake_openai import FakeOpenAI, reply, status
+
+    with FakeOpenAI() as fake:
+        app = create_app({
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "cat-1", "REPLY_DEADLINE_SECONDS": 5,
+        })
+        texter = Texter(app.test_client(), number=NUMBER)
+        fake.push(reply("purr, Ada", prompt_tokens=11, completion_tokens=3))
+        assert only_body(texter.text("I am Ada")) == "purr, Ada"
+        fake.push(status(500), reply("you are Ada, a moth"))
+        assert only_body(texter.text("who am I?")) == "you are Ada, a moth"
+        messages = fake.requests[-1]["messages"]
+        assert [(m["role"], m["content"]) for m in messages[1:]] == [
+            ("user", "I am Ada"), ("assistant", "purr, Ada"), ("user", "who am I?"),
+        ]
+        conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
+        assert conversation.counters["model_calls"] == 3
+        assert conversation.counters["tokens"] >= 14
