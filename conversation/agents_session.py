@@ -13,7 +13,7 @@ messages are ``system``, and everything else (assistant messages, tool calls,
 tool outputs, reasoning) is ``assistant``; the item's ``type`` is kept in the
 message metadata as ``sdk_type``.
 
-This module needs ``openai-agents`` (``pip install 'dadacat-sms[agents]'``);
+This module needs ``openai-agents`` (the ``agents`` extra: ``pip install openai-agents==0.24.0``);
 ``conversation`` itself never imports it.
 """
 
@@ -29,7 +29,7 @@ try:
     from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "conversation.agents_session needs the OpenAI Agents SDK: pip install 'dadacat-sms[agents]'"
+        "conversation.agents_session needs the OpenAI Agents SDK: pip install openai-agents==0.24.0"
     ) from exc
 
 from conversation.models import Message, isoformat, utc_now

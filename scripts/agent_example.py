@@ -1,7 +1,7 @@
 """Talk to an OpenAI Agents SDK agent whose memory lives in the DadaCat DynamoDB table.
 
 Each positional argument is one turn; the session remembers earlier turns, also
-across runs (same ``--session``). Needs the extra: ``pip install 'dadacat-sms[agents]'``.
+across runs (same ``--session``). Needs ``pip install openai-agents==0.24.0`` (the agents extra).
 
 Fully local, nothing to set up (starts DynamoDB Local and the test suite's fake
 OpenAI server)::
