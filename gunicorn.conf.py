@@ -1,0 +1,36 @@
+"""Gunicorn settings for DadaCat SMS (``gunicorn -c gunicorn.conf.py wsgi:app``).
+
+This is gunicorn's own configuration, not the app's: it reads the process
+settings a host platform provides (PORT, WEB_CONCURRENCY, GUNICORN_THREADS)
+straight from the environment. Every APP setting is still read only by
+app/config.py.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+# Threaded workers: a reply waits seconds on the model, and a sync worker
+# would sit idle for all of them while other texts queue.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+
+# Twilio gives up after about 15 s; the app answers within REPLY_DEADLINE_SECONDS
+# (at most 14). Kill a worker only well after that.
+timeout = 30
+graceful_timeout = 20
+
+# Each worker builds its own boto3 and OpenAI clients after the fork (neither
+# is fork-safe), so the app is not preloaded in the master.
+preload_app = False
+
+# The app trusts X-Forwarded-* itself (TRUST_PROXY_HOPS); gunicorn must not
+# rewrite the scheme on its own, or signatures would be checked on a URL the
+# app did not choose.
+forwarded_allow_ips = ""
+
+# Logs go to stdout/stderr for the platform. The app logs one line per text
+# itself (masked number, MessageSid, timings, outcome), so no access log.
+accesslog = None
+errorlog = "-"

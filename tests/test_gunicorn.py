@@ -1,0 +1,135 @@
+"""The real gunicorn from the Procfile, over HTTP on 127.0.0.1, against DynamoDB Local."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conversation import ConversationManager
+from scripts.dynamodb_local import free_port, port_open
+from tests.fake_openai import FakeOpenAI, reply
+from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, twiml_bodies
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = "+15557654321"
+
+
+def procfile_command() -> list[str]:
+    """Return the Procfile's web command, with gunicorn taken from this virtualenv."""
+    line = (ROOT / "Procfile").read_text().strip()
+    assert "\n" not in line and line.startswith("web: "), "the Procfile is one web line"
+    argv = shlex.split(line.removeprefix("web: "))
+    assert argv[0] == "gunicorn"
+    argv[0] = str(Path(sys.executable).with_name("gunicorn"))
+    return argv
+
+
+@pytest.fixture
+def gunicorn_server(local_storage, ddb_local, tmp_path):
+    """Run the Procfile's gunicorn on a random 127.0.0.1 port; yield its base URL and log path."""
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with FakeOpenAI() as fake:
+        fake.default = reply("prrt. the fake model says hello")
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            # The Procfile binds 0.0.0.0 for a platform; tests stay on 127.0.0.1.
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_THREADS": "4",
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "DYNAMODB_TABLE_NAME": local_storage.table_name,
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "REPLY_DEADLINE_SECONDS": "5",
+            "LOG_LEVEL": "INFO",
+        }
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                procfile_command(), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while not port_open(port):
+                    assert process.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
+                    time.sleep(0.1)
+                yield f"http://127.0.0.1:{port}", log_path, fake
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read()
+
+
+def test_gunicorn_answers_signed_texts_over_http(gunicorn_server, local_storage):
+    base, log_path, fake = gunicorn_server
+    texter = Texter(number=NUMBER)
+    url = f"{base}/sms"
+
+    params = texter.params("hello from a real socket 🐾", sid="SMgunicorn1")
+    code, content_type, body = post(url, *texter.signed_post(url, params))
+    assert code == 200 and content_type.startswith("application/xml")
+    [message] = parse_twiml(body)
+    assert message.text == "prrt. the fake model says hello"
+    assert message.get("action") == f"{base}/sms/status?sid=SMgunicorn1"
+
+    # A retry of the same text and three more texts at once, spread over two workers.
+    results: dict[str, list[str]] = {}
+
+    def send(key: str, form: dict[str, str]) -> None:
+        status, _, answer = post(url, *texter.signed_post(url, form))
+        assert status == 200
+        results[key] = twiml_bodies(answer)
+
+    forms = {"retry": params, **{f"t{i}": texter.params(f"burst {i}") for i in range(3)}}
+    threads = [threading.Thread(target=send, args=item) for item in forms.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(len(bodies) == 1 for bodies in results.values()), results
+    assert len(fake.requests) == 4  # the retry did not reach the model
+
+    data, headers = texter.signed_post(url, dict(params, MessageSid="SMforged"))
+    headers["X-Twilio-Signature"] = texter.sign(url, params)
+    assert post(url, data, headers)[0] == 403
+
+    with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["status"] == "ok"
+
+    history = ConversationManager(local_storage).get_history(NUMBER)
+    assert [m.role for m in history] == ["user", "assistant"] * 4
+    assert sorted(m.content for m in history if m.role == "user") == sorted(
+        ["hello from a real socket 🐾", "burst 0", "burst 1", "burst 2"]
+    )
+    log_text = log_path.read_text()
+    assert "sid=SMgunicorn1 outcome=replied" in log_text
+    assert "outcome=duplicate" in log_text
+    assert NUMBER not in log_text and "real socket" not in log_text
