@@ -403,3 +403,38 @@ def test_the_example_script_runs(ddb_local, capsys):
     assert "cat> mrrp #2:" in out and "cat> mrrp #4:" in out and "cat> mrrp #6:" in out
     assert "[session 'ex': 6 items in " in out
     assert '{"content": "what is the moon?", "role": "user"}' in out
+
+
+def test_a_cancelled_write_still_finishes_before_the_cancellation_surfaces(twins):
+    async def cancel_midway(target):
+        task = asyncio.ensure_future(target.add_items(numbered(3)))
+        await asyncio.sleep(0)  # the write is now under way in a worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await target.get_items()
+
+    async def scenario():
+        return await cancel_midway(twins.dynamo), await cancel_midway(twins.sqlite)
+
+    ours, theirs = asyncio.run(scenario())
+    assert ours == theirs == numbered(3)
+
+
+def test_each_batch_is_sent_with_an_idempotency_token(session):
+    # botocore fills ClientRequestToken once per call and reuses it on retries, so
+    # DynamoDB applies a retried batch once (within its ten-minute window).
+    sent = []
+
+    def record(params, **kwargs):
+        body = json.loads(params["body"])  # the request as it goes on the wire
+        sent.append((len(body["TransactItems"]), body.get("ClientRequestToken")))
+
+    session.storage.client.meta.events.register("before-call.dynamodb.TransactWriteItems", record)
+    try:
+        asyncio.run(session.add_items(numbered(120)))
+    finally:
+        session.storage.client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", record)
+    assert [count for count, _ in sent] == [100, 22]
+    tokens = [token for _, token in sent]
+    assert all(tokens) and len(set(tokens)) == 2
