@@ -1,0 +1,157 @@
+"""Rate limits, budget, allow/block lists and turn leases, on moto's DynamoDB."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.limits import Limits, TurnLease, backoff_delays, is_before, normalize_number, waits_on_earlier
+from conversation import ConversationManager
+from conversation.models import Message
+
+NUMBER = "+15551230000"
+
+
+class Clock:
+    """A settable clock, so windows open and close when the test says."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_number_normalisation_and_lists(moto_storage):
+    assert normalize_number(" +1 (555) 123-0000 ") == NUMBER
+    blocked = Limits(moto_storage, blocked=["+1 555 123 0000"])
+    assert not blocked.admits(NUMBER) and blocked.admits("+15550000000")
+    allowed = Limits(moto_storage, allowed=["+15550000000"], blocked=["+15550000000"])
+    assert not allowed.admits("+15550000000")  # blocking wins
+    assert not allowed.admits(NUMBER)
+    assert Limits(moto_storage).admits(NUMBER)
+
+
+def test_minute_window_notice_once_then_silence_then_a_new_window(moto_storage):
+    clock = Clock(1_767_225_605.0)
+    limits = Limits(moto_storage, per_minute=2, clock=clock)
+    verdicts = [limits.check_rate(NUMBER) for _ in range(4)]
+    assert [(v.allowed, v.notice) for v in verdicts] == [
+        (True, None), (True, None), (False, "minute"), (False, None),
+    ]
+    clock.now += 60
+    assert limits.check_rate(NUMBER).allowed
+    assert Limits(moto_storage, per_minute=2, clock=clock).check_rate("+15550000000").allowed
+
+
+def test_limits_hold_across_workers(moto_storage):
+    clock = Clock()
+    workers = [Limits(moto_storage, per_minute=3, clock=clock) for _ in range(3)]
+    verdicts = [worker.check_rate(NUMBER) for worker in workers + workers]
+    assert [v.allowed for v in verdicts] == [True, True, True, False, False, False]
+    assert [v.minute_count for v in verdicts] == [1, 2, 3, 4, 5, 6]
+
+
+def test_daily_cap_takes_precedence_and_resets_next_day(moto_storage):
+    clock = Clock()
+    limits = Limits(moto_storage, per_minute=5, per_day=2, clock=clock)
+    assert limits.check_rate(NUMBER).allowed
+    clock.now += 120
+    assert limits.check_rate(NUMBER).allowed
+    clock.now += 120
+    verdict = limits.check_rate(NUMBER)
+    assert (verdict.allowed, verdict.notice, verdict.day_count) == (False, "day", 3)
+    clock.now += 86400
+    assert limits.check_rate(NUMBER).allowed
+
+
+def test_zero_means_no_limit_and_no_writes(moto_storage):
+    limits = Limits(moto_storage, clock=Clock())
+    assert all(limits.check_rate(NUMBER).allowed for _ in range(20))
+    assert moto_storage.get_counter(NUMBER, f"rate_m_{int(Clock()() // 60)}") == 0
+    assert limits.reserve_model_call()
+    assert limits.budget_status() == {"spent": False}
+
+
+def test_call_budget(moto_storage):
+    clock = Clock()
+    limits = Limits(moto_storage, call_budget=2, clock=clock)
+    assert [limits.reserve_model_call() for _ in range(3)] == [True, True, False]
+    assert limits.budget_status() == {"spent": True, "model_calls": 3, "model_call_budget": 2}
+    clock.now += 86400
+    assert limits.reserve_model_call()
+
+
+def test_token_budget(moto_storage):
+    limits = Limits(moto_storage, token_budget=100, clock=Clock())
+    limits.add_tokens(60)
+    assert limits.reserve_model_call()
+    limits.add_tokens(40)
+    assert not limits.reserve_model_call()
+    assert limits.budget_status()["spent"] is True and limits.tokens_today() == 100
+
+
+def test_lease_is_exclusive_until_released(moto_storage):
+    first = TurnLease(moto_storage, NUMBER, 30)
+    second = TurnLease(moto_storage, NUMBER, 30)
+    assert first.owner != second.owner
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    assert TurnLease(moto_storage, "+15550000000", 30).try_acquire()  # other numbers are free
+    first.release()
+    assert not first.held
+    assert second.try_acquire()
+    first.release()  # releasing a lease one does not hold changes nothing
+    assert not TurnLease(moto_storage, NUMBER, 30).try_acquire()
+
+
+def test_lease_of_a_dead_worker_expires(moto_storage):
+    assert TurnLease(moto_storage, NUMBER, 0.2).try_acquire()
+    time.sleep(0.3)
+    assert TurnLease(moto_storage, NUMBER, 30).try_acquire()
+
+
+def test_backoff_delays_grow_and_stay_capped():
+    delays = backoff_delays(first=0.01, factor=2, cap=0.1)
+    values = [next(delays) for _ in range(20)]
+    assert all(0.005 <= value <= 0.15 for value in values)
+    assert max(values[-5:]) > max(values[:2])
+
+
+@pytest.fixture
+def conversation(moto_storage):
+    """Return a manager and three stored texts, the first one answered."""
+    manager = ConversationManager(moto_storage)
+    texts = [
+        manager.record_user_message(NUMBER, f"text {i}", message_id=f"SM{i}").message for i in range(3)
+    ]
+    manager.record_assistant_message(NUMBER, "reply 0", reply_to=texts[0])
+    return manager, texts
+
+
+def test_ordering_waits_for_fresh_unanswered_earlier_texts(conversation):
+    manager, (first, second, third) = conversation
+    history = manager.get_history(NUMBER)
+    now = time.time()
+    assert is_before(first, second) and not is_before(third, second)
+    assert not waits_on_earlier(history, first, now=now, max_age=15)
+    assert not waits_on_earlier(history, second, now=now, max_age=15)  # text 0 is answered
+    assert waits_on_earlier(history, third, now=now, max_age=15)  # text 1 is not
+    assert not waits_on_earlier(history, third, now=now + 60, max_age=15)  # ... but abandoned later
+
+
+def test_ordering_skips_texts_marked_unanswered(conversation, moto_storage):
+    manager, (_, second, third) = conversation
+    moto_storage.update_message_metadata(NUMBER, second, {"unanswered": "rate_limited"})
+    assert not waits_on_earlier(manager.get_history(NUMBER), third, now=time.time(), max_age=15)
+
+
+def test_ordering_ignores_other_conversations(conversation):
+    manager, (_, second, _) = conversation
+    manager.reset_conversation(NUMBER)
+    fresh = manager.record_user_message(NUMBER, "after reset", message_id="SMnew").message
+    assert not is_before(second, fresh)
+    history = [second, *manager.get_history(NUMBER)]
+    assert not waits_on_earlier(history, fresh, now=time.time(), max_age=15)
+    assert not is_before(Message(content="unsaved"), fresh)
