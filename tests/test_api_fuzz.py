@@ -37,11 +37,7 @@ def fuzz_app(moto_storage):
     return app
 
 
-OPERATIONS = [
-    (method.upper(), path)
-    for path, item in build_document()["paths"].items()
-    for method in item
-]
+OPERATIONS = [(method.upper(), path) for path, item in build_document()["paths"].items() for method in item]
 
 
 def _known_path_parameters(app, path):
@@ -72,8 +68,12 @@ def test_api_matches_its_openapi_document(fuzz_app, method, path):
     strategy = st.one_of(*strategies)
 
     @given(case=strategy)
-    @settings(max_examples=15, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=15,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     def check(case):
         # A cursor is an opaque, signed token: one that merely matches its
         # pattern is rightly refused, so that one check is dropped for it alone.
@@ -103,8 +103,26 @@ def test_served_document_is_valid_openapi(fuzz_app):
 # Values that break naive parsers: separators, encodings, huge and negative numbers.
 hostile = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", " ", "+", "%2B", "0", "-1", "1e9", "999999999", "null", "../x", "a#b",
-                     "+1555123456789012", "+05551234567", "\x00", "\U0001f63a", "a" * 300]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "+",
+            "%2B",
+            "0",
+            "-1",
+            "1e9",
+            "999999999",
+            "null",
+            "../x",
+            "a#b",
+            "+1555123456789012",
+            "+05551234567",
+            "\x00",
+            "\U0001f63a",
+            "a" * 300,
+        ]
+    ),
 )
 ROUTES = [
     ("get", "/api/v1/conversations"),
@@ -126,9 +144,15 @@ ROUTES = [
     cursor=st.one_of(st.none(), hostile),
     order=st.one_of(st.none(), hostile),
     hard=st.one_of(st.none(), hostile),
-    body=st.one_of(st.none(), st.text(max_size=30), st.dictionaries(
-        st.sampled_from(["title", "archived", "x"]),
-        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=250)), max_size=3)),
+    body=st.one_of(
+        st.none(),
+        st.text(max_size=30),
+        st.dictionaries(
+            st.sampled_from(["title", "archived", "x"]),
+            st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=250)),
+            max_size=3,
+        ),
+    ),
 )
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_hostile_input_never_gets_a_server_error(
@@ -137,8 +161,11 @@ def test_hostile_input_never_gets_a_server_error(
     """Whatever the path, query or body, the answer is a 2xx or a JSON 4xx error."""
     method, template = route
     path = template.format(n=quote(number, safe=""), c=quote(conversation_id, safe=""))
-    query = {k: v for k, v in {"limit": limit, "cursor": cursor, "order": order, "hard": hard}.items()
-             if v is not None}
+    query = {
+        k: v
+        for k, v in {"limit": limit, "cursor": cursor, "order": order, "hard": hard}.items()
+        if v is not None
+    }
     kwargs = {"query_string": query, "headers": AUTH}
     if method == "patch":
         kwargs["json" if isinstance(body, dict) else "data"] = body
