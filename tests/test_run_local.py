@@ -110,3 +110,15 @@ def test_docker_command_keeps_data_on_disk(tmp_path):
 def test_backend_is_a_value():
     assert Backend("jar") == Backend("jar")
     assert "sms.py" in run_local.next_steps("http://127.0.0.1:5000/sms")
+
+
+def test_create_table_script_is_idempotent():
+    from moto import mock_aws
+
+    from scripts.create_table import create_table
+
+    config = load_config({"TWILIO_VALIDATE_SIGNATURE": False, "DYNAMODB_TABLE_NAME": "t-create-script"},
+                         environ={}, dotenv_path=None)
+    with mock_aws():
+        assert create_table(config, environ={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"})
+        assert create_table(config) is False

@@ -95,8 +95,8 @@ def test_no_bot_listening_says_how_to_start_it():
 
 
 def test_twiml_parsing_and_segments():
-    assert sms.parse_twiml("<Response><Message>meow</Message><Message><Body>purr</Body></Message></Response>") \
-        == ["meow", "purr"]
+    twiml = "<Response><Message>meow</Message><Message><Body>purr</Body></Message></Response>"
+    assert sms.parse_twiml(twiml) == ["meow", "purr"]
     assert sms.parse_twiml('<?xml version="1.0" encoding="UTF-8"?><Response />') == []
     with pytest.raises(sms.SendError):
         sms.parse_twiml("<html/>")
