@@ -39,9 +39,13 @@ class ItemTooLarge(Exception):
     """DynamoDB refused a write because the item would exceed 400 KB."""
 
 
+def _serialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in item.items()}
+
+
 def _put(client: Any, table: str, item: dict[str, Any]) -> None:
     try:
-        client.put_item(TableName=table, Item={k: _ser.serialize(v) for k, v in item.items()})
+        client.put_item(TableName=table, Item=_serialize(item))
     except ClientError as exc:
         error = exc.response.get("Error", {})
         if error.get("Code") == "ValidationException" and "size" in error.get("Message", "").lower():
@@ -108,18 +112,20 @@ class SeedLayout:
         len(self._get_or_create(user_id)["messages"])  # get_message_count for the log line
         return history
 
+    def item_for(self, user_id: str, texts: list[tuple[str, str]]) -> dict[str, Any]:
+        """Return the item ``_save`` writes for a conversation of these messages."""
+        now = datetime.now().isoformat()
+        return {
+            "user_id": user_id,
+            "created_at": now,
+            "updated_at": now,
+            "messages": json.dumps([self._message(role, content) for role, content in texts]),
+            "is_active": True,
+        }
+
     def prefill(self, user_id: str, texts: list[tuple[str, str]]) -> None:
         """Write a conversation of the given (role, content) messages in one PutItem."""
-        now = datetime.now().isoformat()
-        self._save(
-            {
-                "user_id": user_id,
-                "created_at": now,
-                "updated_at": now,
-                "messages": [self._message(role, content) for role, content in texts],
-                "is_active": True,
-            }
-        )
+        _put(self.client, self.table, self.item_for(user_id, texts))
 
 
 def _lc_message(role: str, content: str) -> dict[str, Any]:
@@ -183,28 +189,49 @@ class LangChainLayout:
         self.add_message(user_id, "assistant", reply)
         return context
 
+    def item_for(self, user_id: str, texts: list[tuple[str, str]]) -> dict[str, Any]:
+        """Return the item ``add_message`` writes for a session of these messages."""
+        return {"SessionId": user_id, "History": [_lc_message(role, content) for role, content in texts]}
+
     def prefill(self, user_id: str, texts: list[tuple[str, str]]) -> None:
         """Write a session of the given (role, content) messages in one PutItem."""
-        history = [_lc_message(role, content) for role, content in texts]
-        _put(self.client, self.table, {"SessionId": user_id, "History": history})
+        _put(self.client, self.table, self.item_for(user_id, texts))
+
+
+def _fits(layout: Any, user_id: str, texts: list[tuple[str, str]]) -> bool:
+    try:
+        layout.prefill(user_id, texts)
+        return True
+    except ItemTooLarge:
+        return False
 
 
 def storable_limit(layout: Any, user_id: str, texts: list[tuple[str, str]], high: int) -> int | None:
-    """Return the most messages the layout can hold (binary search with real PutItems).
+    """Return the most messages the layout's item can hold; None if ``high`` still fit.
 
-    None means ``high`` messages still fit. The next message's write is the one that fails.
+    The bound is found from the item size by DynamoDB's rules, then confirmed
+    with real PutItems (N messages accepted, N + 1 refused), stepping if needed.
+    The write of message N + 1 is the one that fails.
     """
-    try:
-        layout.prefill(user_id, texts[:high])
+    from scripts.bench.common import item_size
+
+    def size(count: int) -> int:
+        return item_size(_serialize(layout.item_for(user_id, texts[:count])))
+
+    if size(high) <= ITEM_LIMIT_BYTES and _fits(layout, user_id, texts[:high]):
         return None
-    except ItemTooLarge:
-        pass
-    low, top = 0, high  # low fits, top does not
+    low, top = 0, high  # by size: low fits, top does not
     while top - low > 1:
         middle = (low + top) // 2
-        try:
-            layout.prefill(user_id, texts[:middle])
+        if size(middle) <= ITEM_LIMIT_BYTES:
             low = middle
-        except ItemTooLarge:
+        else:
             top = middle
-    return low
+    for _ in range(200):
+        if not _fits(layout, user_id, texts[:low]):
+            low -= 1
+        elif _fits(layout, user_id, texts[: low + 1]):
+            low += 1
+        else:
+            return low
+    raise RuntimeError("could not confirm the 400 KB limit with real writes")

@@ -1,0 +1,155 @@
+"""Run the benchmarks and write docs/benchmarks.md: ``python -m scripts.bench [options]``.
+
+Defaults keep the whole run under ten minutes on a 2-core machine; the flags
+make bigger runs (more repeats, more texters, longer loads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scripts.bench.common import ROOT, fake_aws_credentials, machine
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _env(text: str) -> dict[str, str]:
+    pairs = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=_ints, default=[10, 100, 1000, 5000],
+                        help="history lengths for part 1 (default 10,100,1000,5000)")
+    parser.add_argument("--repeats", type=int, default=5, help="turns per layout and length (median taken)")
+    parser.add_argument("--webhook-turns", type=int, default=200, help="timed POST /sms turns in part 2")
+    parser.add_argument("--texters", type=_ints, default=[50, 100, 200],
+                        help="N values swept in part 3 (default 50,100,200)")
+    parser.add_argument("--latency", type=float, default=2.0, help="fake model latency L in seconds")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per N in part 3")
+    parser.add_argument("--alt", type=_env, action="append", default=None, metavar="NAME=VALUE[,...]",
+                        help="extra environment for a run at the largest N (repeatable); "
+                             "default: GUNICORN_THREADS doubled, WEB_CONCURRENCY doubled, threads for 200 in flight")
+    parser.add_argument("--parts", default="storage,webhook,concurrency", help="which parts to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also save the raw results here")
+    return parser.parse_args(argv)
+
+
+def default_alternatives(settings: dict[str, Any]) -> list[dict[str, str]]:
+    """Return three alternatives: twice the threads, twice the workers, threads for N=200.
+
+    gunicorn.conf.py reads GUNICORN_THREADS and WEB_CONCURRENCY; a closed loop of
+    200 texters needs workers x threads >= 200 turns in flight to reach N/L.
+    """
+    try:
+        workers = int(settings.get("workers", 2))
+        threads = int(settings.get("threads", 8))
+    except ValueError:
+        workers, threads = 2, 8
+    return [{"GUNICORN_THREADS": str(threads * 2)}, {"WEB_CONCURRENCY": str(workers * 2)},
+            {"GUNICORN_THREADS": str(-(-200 // workers))}]
+
+
+def concurrency_notes(conc: dict[str, Any]) -> list[str]:
+    """Say in words what the alternative settings changed."""
+    notes = []
+    top = max(conc["runs"], key=lambda r: r["texters"]) if conc["runs"] else None
+    if top is None:
+        return notes
+    for alt in conc["alternatives"]:
+        setting = ", ".join(f"`{k}={v}`" for k, v in alt["env"].items())
+        moved = alt["settings"].get("threads") != conc["settings"].get("threads") or \
+            alt["settings"].get("workers") != conc["settings"].get("workers")
+        if not moved:
+            notes.append(f"- {setting} did not change gunicorn's workers or threads (the config does not read it).")
+            continue
+        notes.append(
+            f"- {setting} (workers={alt['settings'].get('workers')}, threads={alt['settings'].get('threads')}): "
+            f"at N = {alt['texters']} throughput {top['throughput']:.1f} -> {alt['throughput']:.1f} turns/s, "
+            f"p99 {top['p99']:.1f} -> {alt['p99']:.1f} s, within 15 s {top['within_15s']:.0%} -> "
+            f"{alt['within_15s']:.0%}, RSS per worker up to {max(alt['rss_mb'] or [0]):.0f} MB."
+        )
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected parts against a fresh DynamoDB Local and write the note."""
+    args = parse_args(argv)
+    fake_aws_credentials()
+    from scripts.dynamodb_local import DynamoDBLocal
+
+    parts = set(args.parts.split(","))
+    command = "make bench" if argv is None and Path(sys.argv[0]).name == "__main__.py" and not sys.argv[1:] \
+        else "python -m scripts.bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results: dict[str, Any] = {"machine": machine(), "command": command.strip()}
+    started = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+    with DynamoDBLocal() as ddb:
+        log(f"DynamoDB Local on {ddb.endpoint_url}")
+        if "storage" in parts:
+            from scripts.bench import bench_storage
+
+            log("part 1: storage cost per turn")
+            results["storage"] = bench_storage.run(ddb.endpoint_url, sizes=tuple(args.sizes),
+                                                   repeats=args.repeats, log=log)
+        if "webhook" in parts:
+            from scripts.bench import bench_webhook
+
+            log("part 2: webhook overhead")
+            results["webhook"] = bench_webhook.run(ddb.endpoint_url, turns=args.webhook_turns, log=log)
+        if "concurrency" in parts:
+            from scripts.bench import bench_concurrency
+
+            log("part 3: concurrency under gunicorn")
+            alternatives = args.alt
+            if alternatives is None:
+                try:
+                    env = {k: v for k, v in __import__("os").environ.items()
+                           if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY"))}
+                    settings = bench_concurrency.gunicorn_settings(bench_concurrency.procfile_command(8000), env)
+                    alternatives = default_alternatives(settings)
+                except (FileNotFoundError, ValueError):
+                    alternatives = []
+            conc = bench_concurrency.run(ddb.endpoint_url, texters=args.texters, latency=args.latency,
+                                         duration=args.duration, alternatives=alternatives, log=log)
+            if not conc.get("skipped"):
+                try:
+                    capacity = int(conc["settings"]["workers"]) * int(conc["settings"]["threads"])
+                except (KeyError, ValueError):
+                    capacity = None
+                conc["crossing"] = bench_concurrency.crossing(conc["runs"], capacity, args.latency)
+                conc["notes"] = concurrency_notes(conc)
+            results["concurrency"] = conc
+    results["elapsed_s"] = time.monotonic() - started
+
+    from scripts.bench import report
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report.write(results, args.out, args.out.with_suffix(".png"))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    log(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    for target, goal, measured, met, _ in report.targets(results):
+        log(f"  {target}: {measured} (goal {goal}) {'MET' if met else ('MISSED' if met is False else '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

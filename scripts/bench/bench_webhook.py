@@ -1,0 +1,231 @@
+"""Part 2: what the Flask webhook adds on top of the storage calls a turn must make.
+
+``POST /sms`` goes through the real app (create_app, signature validation on,
+requests signed with Twilio's RequestValidator) in-process through Flask's WSGI
+test client, with an instant fake model. The floor is the bare boto3 calls of a
+turn: the context Query and the two transactional writes (text + MessageSid
+marker + header; reply + header), issued with prebuilt parameters. Webhook and
+floor turns are interleaved in small blocks so that noise on this shared machine
+hits both alike.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Any, Callable
+
+from twilio.request_validator import RequestValidator
+
+from conversation import ConversationManager, DynamoDBStorage
+from conversation.models import isoformat, utc_now
+from scripts.bench.bench_storage import make_client
+from scripts.bench.common import (
+    REPLY_CHARS,
+    USER_CHARS,
+    CapacityMeter,
+    Stopwatch,
+    median,
+    percentile,
+    sms_text,
+)
+
+TOKEN = "bench-auth-token-" + "0" * 15
+URL = "http://localhost/sms"
+TO = "+15005550006"
+
+
+class InstantResponder:
+    """A model that answers at once with a fixed reply of realistic length."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def reply(self, history: list[Any], text: str, **options: Any) -> Any:
+        """Return the fixed reply (deadline, media and message id do not matter here)."""
+        from app.persona import Reply
+
+        del history, text, options
+        return Reply(text=self.text, model="bench-instant")
+
+
+def build_app(storage: DynamoDBStorage, reply: str) -> Any:
+    """Build the real app on the given store with limits off and an instant model."""
+    from app import create_app
+
+    responder = InstantResponder(reply)
+    return create_app(
+        {
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_VALIDATE_SIGNATURE": True,
+            "STORAGE": storage,
+            "MANAGER": ConversationManager(storage, history_limit=20),
+            "RESPONDER": responder,
+            "OFFLINE_RESPONDER": responder,
+            "RATE_LIMIT_PER_MINUTE": 0,
+            "RATE_LIMIT_PER_DAY": 0,
+            "DAILY_MODEL_CALL_BUDGET": 0,
+            "DAILY_TOKEN_BUDGET": 0,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+def has_webhook(app: Any) -> bool:
+    """Return True when the app serves POST /sms."""
+    return any(rule.rule == "/sms" and "POST" in (rule.methods or ()) for rule in app.url_map.iter_rules())
+
+
+def signed_post(client: Any, validator: RequestValidator, number: str, body: str) -> str:
+    """Post one text as Twilio would; return the reply text from the TwiML."""
+    params = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": "AC" + "0" * 32,
+        "From": number,
+        "To": TO,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+    }
+    signature = validator.compute_signature(URL, params)
+    response = client.post("/sms", data=params, headers={"X-Twilio-Signature": signature})
+    if response.status_code != 200:
+        raise RuntimeError(f"POST /sms answered {response.status_code}: {response.get_data(as_text=True)[:200]}")
+    root = ET.fromstring(response.get_data())
+    return "".join(root.itertext())
+
+
+class Floor:
+    """The bare boto3 calls of one turn, against our layout, with no app or manager."""
+
+    def __init__(self, client: Any, table: str, storage: DynamoDBStorage) -> None:
+        self.client = client
+        self.table = table
+        self.storage = storage
+        self.cids: dict[str, str] = {}
+
+    def prepare(self, number: str) -> None:
+        """Start the number's conversation through the store (not timed)."""
+        self.cids[number] = self.storage.start_conversation(number)
+
+    def turn(self, number: str, text: str, reply: str) -> int:
+        """Query the window, write the text with its marker, write the reply."""
+        cid = self.cids[number]
+        pk = {"S": f"U#{number}"}
+        header = {"pk": pk, "sk": {"S": f"C#{cid}"}}
+        response = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": pk, ":p": {"S": f"M#{cid}#"}},
+            ScanIndexForward=False,
+            Limit=20,
+            ConsistentRead=True,
+        )
+        now = isoformat(utc_now())
+        sid = "SM" + uuid.uuid4().hex
+        sk = f"M#{cid}#{now}#{secrets.token_hex(4)}"
+        bump = {
+            "Update": {
+                "TableName": self.table,
+                "Key": header,
+                "UpdateExpression": "SET updated_at = :now, last_message_at = :now ADD message_count :one",
+                "ExpressionAttributeValues": {":now": {"S": now}, ":one": {"N": "1"}},
+            }
+        }
+        self.client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
+                         "Item": {"pk": pk, "sk": {"S": sk}, "role": {"S": "user"}, "content": {"S": text},
+                                  "ts": {"S": now}, "message_id": {"S": sid}}}},
+                {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
+                         "Item": {"pk": pk, "sk": {"S": f"I#{sid}"}, "msg_sk": {"S": sk}}}},
+                bump,
+            ]
+        )
+        self.client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
+                         "Item": {"pk": pk, "sk": {"S": sk + "#R"}, "role": {"S": "assistant"},
+                                  "content": {"S": reply}, "ts": {"S": now},
+                                  "message_id": {"S": "msg_" + secrets.token_hex(12)},
+                                  "reply_to": {"S": sid}}}},
+                bump,
+            ]
+        )
+        return len(response.get("Items", []))
+
+
+def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Time ``turns`` webhook posts and as many floor turns, interleaved."""
+    rng = random.Random(2)
+    text = sms_text(rng, USER_CHARS)
+    reply = sms_text(rng, REPLY_CHARS)
+    table = f"bench-hook-{secrets.token_hex(3)}"
+    plain = make_client(endpoint_url)
+    storage = DynamoDBStorage(table, client=plain)
+    storage.create_table()
+    app = build_app(storage, reply)
+    if not has_webhook(app):
+        log("  webhook: POST /sms is not in the app yet; skipped")
+        plain.delete_table(TableName=table)
+        return {"skipped": "POST /sms was not available when the benchmark ran"}
+    client = app.test_client()
+    validator = RequestValidator(TOKEN)
+    numbers = [f"+1555{700_000 + i:07d}" for i in range(20)]
+    floor_numbers = [f"+1555{800_000 + i:07d}" for i in range(20)]
+    floor = Floor(plain, table, storage)
+    for number in floor_numbers:
+        floor.prepare(number)
+
+    # Warm up both paths and grow every conversation past the 20-message window.
+    for i in range(10 * len(numbers)):
+        answer = signed_post(client, validator, numbers[i % len(numbers)], text)
+        if reply not in answer:
+            raise RuntimeError(f"webhook answered {answer[:80]!r}, not the fake model's reply")
+        floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
+
+    # What one webhook turn asks of DynamoDB, counted on a metered copy of the app.
+    meter = CapacityMeter()
+    metered_storage = DynamoDBStorage(table, client=make_client(endpoint_url, meter))
+    metered_app = build_app(metered_storage, reply).test_client()
+    signed_post(metered_app, validator, numbers[0], text)
+    with meter.measure() as usage:
+        signed_post(metered_app, validator, numbers[1], text)
+    webhook_calls = dict(usage.calls)
+    metered_floor = Floor(make_client(endpoint_url, meter), table, storage)
+    metered_floor.cids = floor.cids
+    with meter.measure() as usage:
+        metered_floor.turn(floor_numbers[0], text, reply)
+    floor_calls = dict(usage.calls)
+
+    hook_ms: list[float] = []
+    floor_ms: list[float] = []
+    block = 10
+    for start in range(0, turns, block):
+        for i in range(start, min(turns, start + block)):
+            with Stopwatch() as watch:
+                signed_post(client, validator, numbers[i % len(numbers)], text)
+            hook_ms.append(watch.seconds * 1000)
+        for i in range(start, min(turns, start + block)):
+            with Stopwatch() as watch:
+                floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
+            floor_ms.append(watch.seconds * 1000)
+    plain.delete_table(TableName=table)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {"p50": median(values), "p95": percentile(values, 95), "p99": percentile(values, 99),
+                "n": len(values)}
+
+    result = {
+        "turns": turns,
+        "webhook": summary(hook_ms),
+        "floor": summary(floor_ms),
+        "webhook_calls": webhook_calls,
+        "floor_calls": floor_calls,
+    }
+    result["ratio_p50"] = result["webhook"]["p50"] / result["floor"]["p50"]
+    log(f"  webhook p50 {result['webhook']['p50']:.1f} ms, floor p50 {result['floor']['p50']:.1f} ms, "
+        f"ratio {result['ratio_p50']:.2f}; webhook calls {webhook_calls}")
+    return result
