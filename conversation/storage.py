@@ -214,6 +214,12 @@ class DynamoDBStorage:
                 if self._client is None:
                     args = self._client_args
                     session = boto3.session.Session()
+                    if args["endpoint_url"] and session.get_credentials() is None:
+                        # DynamoDB Local accepts any credentials; AWS itself never
+                        # gets these because an endpoint URL is set.
+                        session = boto3.session.Session(
+                            aws_access_key_id="local", aws_secret_access_key="local"
+                        )
                     region = args["region_name"] or session.region_name or "us-east-1"
                     self._client = session.client(
                         "dynamodb",

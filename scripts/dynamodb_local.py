@@ -82,7 +82,9 @@ class DynamoDBLocal:
         if port_open(self.port):
             raise DynamoDBLocalError(f"port {self.port} is already in use")
         jar_dir = find_jar_dir()
-        storage = ["-inMemory"]
+        # -sharedDb: one database whatever the credentials and region, so the
+        # bot, the tests and the scripts all see the same tables.
+        storage = ["-inMemory", "-sharedDb"]
         if self.db_path:
             self.db_path.mkdir(parents=True, exist_ok=True)
             storage = ["-dbPath", str(self.db_path), "-sharedDb"]
