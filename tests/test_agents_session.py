@@ -159,8 +159,29 @@ def test_a_bounded_read_is_one_query_of_limit_items(session):
     assert queries == [(3, 3)]
 
 
+def test_reads_page_through_long_sessions(twins, monkeypatch):
+    monkeypatch.setattr("conversation.agents_session.MAX_PAGE_SIZE", 4)
+    queries = []
+    client = twins.dynamo.storage.client
+
+    def count(**kwargs):
+        queries.append(1)
+
+    async def scenario():
+        await twins.call("add_items", numbered(11))
+        client.meta.events.register("after-call.dynamodb.Query", count)
+        try:
+            assert await twins.call("get_items") == numbered(11)
+            assert await twins.call("get_items", 9) == numbered(11)[2:]
+        finally:
+            client.meta.events.unregister("after-call.dynamodb.Query", count)
+
+    asyncio.run(scenario())
+    assert len(queries) == 3 + 3  # pages of 4, 4, 3 for each read
+
+
 def test_batch_larger_than_one_transaction_keeps_order_and_counts(twins):
-    items = numbered(230)
+    items = numbered(130)
 
     async def scenario():
         await twins.call("add_items", items)
@@ -169,8 +190,8 @@ def test_batch_larger_than_one_transaction_keeps_order_and_counts(twins):
 
     asyncio.run(scenario())
     stored = header(twins.dynamo)
-    assert stored.message_count == 230
-    assert stored.role_counts["user"] == 230
+    assert stored.message_count == 130
+    assert stored.role_counts["user"] == 130
 
 
 def test_pop_returns_newest_until_empty(twins):
