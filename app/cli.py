@@ -1,5 +1,191 @@
-"""Placeholder until its owner lands it."""
+"""Operator commands: ``flask init-db`` and ``flask conversations list|show|stats|export|reset|erase``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from app.api import conversation_json, is_valid_number, message_json
+from app.logutil import mask_number
+from conversation import ConversationManager, ConversationNotFound, InvalidCursor, StorageError
+
+log = logging.getLogger(__name__)
+
+conversations = AppGroup("conversations", help="Read, export and erase SMS conversations.")
 
 
-def init_app(app):
-    """Register nothing yet."""
+def _manager() -> ConversationManager:
+    return current_app.extensions["dadacat.manager"]
+
+
+def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_valid_number(value):
+        raise click.BadParameter("must be an E.164 number like +15551234567", ctx, param)
+    return value
+
+
+def _store_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn store failures into one-line errors with exit status 1."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConversationNotFound as exc:
+            raise click.ClickException(f"no such conversation: {exc}") from None
+        except InvalidCursor:
+            raise click.ClickException("the cursor is not one this listing issued") from None
+        except StorageError as exc:
+            raise click.ClickException(f"the conversation store failed: {exc}") from None
+
+    return run
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+NUMBER = click.argument("number", callback=_number)
+LIMIT = click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+                     help="Most items to show.")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.command("init-db")
+@with_appcontext
+@_store_errors
+def init_db() -> None:
+    """Create the DynamoDB table, its activity index and TTL setting if missing."""
+    storage = current_app.extensions["dadacat.storage"]
+    created = storage.create_table()
+    state = "created" if created else "already exists"
+    click.echo(f"table {storage.table_name}: {state}")
+
+
+@conversations.command("list")
+@click.argument("number", required=False, callback=_number)
+@LIMIT
+@click.option("--cursor", help="Continue from the cursor a previous listing printed.")
+@AS_JSON
+@_store_errors
+def list_command(number: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """List NUMBER's conversations newest first, or recent ones across all numbers."""
+    manager = _manager()
+    if number:
+        page = manager.list_conversations(number, limit=limit, cursor=cursor)
+    else:
+        page = manager.list_recent_conversations(limit=min(limit, 100), cursor=cursor)
+    log.info("operator cli list number=%s count=%d", mask_number(number), len(page.items))
+    items = [conversation_json(c) for c in page.items]
+    if as_json:
+        _echo_json({"items": items, "next_cursor": page.cursor})
+        return
+    if not items:
+        click.echo("no conversations")
+    for item in items:
+        flag = "active  " if item["is_active"] else "archived"
+        title = item["title"] or "-"
+        click.echo(
+            f"{item['conversation_id']}  {item['number']}  {flag}  {item['message_count']:>5} msgs  "
+            f"{item['last_message_at'] or item['created_at']}  {title}  {item['preview'][:40]!r}"
+        )
+    if page.cursor:
+        click.echo(f"more: --cursor {page.cursor}")
+
+
+@conversations.command("show")
+@NUMBER
+@click.argument("conversation_id", required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Most messages to show.")
+@click.option("--newest-first", is_flag=True, help="Show the newest messages first.")
+@AS_JSON
+@_store_errors
+def show_command(
+    number: str, conversation_id: str | None, limit: int, newest_first: bool, as_json: bool
+) -> None:
+    """Show a conversation's messages (NUMBER's newest conversation by default)."""
+    manager = _manager()
+    if conversation_id is None:
+        newest = manager.list_conversations(number, limit=1).items
+        if not newest:
+            raise click.ClickException(f"{number} has no conversations")
+        conversation_id = newest[0].conversation_id
+    conversation = manager.get_conversation(number, conversation_id)
+    page = manager.list_messages(number, conversation_id, limit=limit, newest_first=newest_first)
+    log.info("operator cli show number=%s conversation=%s", mask_number(number), conversation_id)
+    if as_json:
+        _echo_json({**conversation_json(conversation), "messages": [message_json(m) for m in page.items]})
+        return
+    state = "active" if conversation.is_active else "archived"
+    click.echo(
+        f"{conversation.conversation_id} ({state}, {conversation.message_count} messages)"
+        f"{'  ' + conversation.title if conversation.title else ''}"
+    )
+    for message in page.items:
+        click.echo(f"{message.timestamp}  {message.role:>9}: {message.content}")
+    if page.cursor:
+        click.echo("... more messages (raise --limit, or page through them with the API)")
+
+
+@conversations.command("stats")
+@NUMBER
+@click.argument("conversation_id")
+@_store_errors
+def stats_command(number: str, conversation_id: str) -> None:
+    """Print a conversation's statistics as JSON."""
+    _echo_json(_manager().conversation_stats(number, conversation_id))
+
+
+@conversations.command("export")
+@NUMBER
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+@_store_errors
+def export_command(number: str, output: str | None) -> None:
+    """Export everything stored for NUMBER as JSON."""
+    document = _manager().export_user(number)
+    log.info("operator cli export number=%s", mask_number(number))
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        click.echo(f"wrote {len(document['conversations'])} conversations to {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@conversations.command("reset")
+@NUMBER
+@_store_errors
+def reset_command(number: str) -> None:
+    """Archive NUMBER's active conversation, exactly like texting "reset"."""
+    archived = _manager().reset_conversation(number)
+    log.info("operator cli reset number=%s conversation=%s", mask_number(number), archived or "-")
+    click.echo(f"archived {archived}" if archived else "nothing to reset")
+
+
+@conversations.command("erase")
+@NUMBER
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_store_errors
+def erase_command(number: str, yes: bool) -> None:
+    """Erase everything stored for NUMBER (safe to repeat)."""
+    if not yes:
+        click.confirm(f"Erase every message and conversation of {number}?", abort=True)
+    erased = _manager().erase_user(number)
+    log.info("operator cli erase number=%s items=%d", mask_number(number), erased)
+    click.echo(f"erased {erased} items")
+
+
+def init_app(app: Flask) -> None:
+    """Register the operator commands on the app."""
+    app.cli.add_command(init_db)
+    app.cli.add_command(conversations)
