@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.config import ConfigError, load_config  # noqa: E402
+from conversation.errors import StorageError  # noqa: E402
 from scripts.dynamodb_local import (  # noqa: E402
     DynamoDBLocal,
     DynamoDBLocalError,
@@ -281,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         ddb_port = args.dynamodb_port if not port_open(args.dynamodb_port) else free_port()
         if backend.kind == "jar":
             print(f"Starting DynamoDB Local ({backend.reason}) on port {ddb_port}, data in {DATA_DIR}/ ...")
-            ddb = DynamoDBLocal(ddb_port, ROOT / DATA_DIR).start()
+            # Assigned before start() so an interrupt during start-up still stops it.
+            ddb = DynamoDBLocal(ddb_port, ROOT / DATA_DIR)
+            ddb.start(timeout=90)
             endpoint = ddb.endpoint_url
         elif backend.kind == "docker":
             print(f"Starting {DOCKER_IMAGE} in Docker on port {ddb_port}, data in {DATA_DIR}/ ...")
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
         return 0
-    except (LaunchError, DynamoDBLocalError) as exc:
+    except (LaunchError, DynamoDBLocalError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
