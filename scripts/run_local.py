@@ -153,18 +153,16 @@ def child_environment(
 
 
 def gunicorn_command(python: str, host: str, port: int, workers: int = 2) -> list[str]:
-    """Return the gunicorn command line serving the app factory."""
+    """Return the production gunicorn command (gunicorn.conf.py, wsgi:app) bound to loopback."""
     return [
         python, "-m", "gunicorn",
+        "-c", str(ROOT / "gunicorn.conf.py"),
+        # Command-line options win over the config file: loopback, not 0.0.0.0:$PORT.
         "--bind", f"{host}:{port}",
         "--workers", str(workers),
-        "--threads", "4",
-        # Twilio waits 15 s; a worker stuck longer than that is of no use.
-        "--timeout", "30",
-        "--access-logfile", "-",
         # Two local runs would otherwise share one control socket in ~/.gunicorn.
         "--no-control-socket",
-        "app:create_app()",
+        "wsgi:app",
     ]
 
 

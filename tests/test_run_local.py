@@ -96,7 +96,8 @@ def test_gunicorn_serves_the_factory_on_loopback():
     assert command[:3] == ["/venv/bin/python", "-m", "gunicorn"]
     assert command[command.index("--bind") + 1] == "127.0.0.1:5123"
     assert command[command.index("--workers") + 1] == "3"
-    assert command[-1] == "app:create_app()"
+    assert command[command.index("-c") + 1].endswith("gunicorn.conf.py")
+    assert command[-1] == "wsgi:app"
 
 
 def test_docker_command_keeps_data_on_disk(tmp_path):
