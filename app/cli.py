@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -18,7 +19,17 @@ from conversation import ConversationManager, ConversationNotFound, InvalidCurso
 
 log = logging.getLogger(__name__)
 
-conversations = AppGroup("conversations", help="Read, export and erase SMS conversations.")
+@click.group("conversations", cls=AppGroup)
+def conversations() -> None:
+    """Read, export and erase SMS conversations."""
+    # stdout carries the command's output (JSON for export): log lines go to
+    # stderr while the command runs.
+    ctx = click.get_current_context()
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_dadacat", False) and isinstance(handler, logging.StreamHandler):
+            previous = handler.setStream(sys.stderr)
+            if previous is not None:
+                ctx.call_on_close(lambda handler=handler, previous=previous: handler.setStream(previous))
 
 
 def _manager() -> ConversationManager:

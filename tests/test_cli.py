@@ -63,17 +63,17 @@ def test_list_a_number_and_recent(run, manager):
 
     result = run("conversations", "list", ALICE)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert new in lines[0] and "active" in lines[0] and "2 msgs" in lines[0]
     assert old in lines[1] and "archived" in lines[1] and "spoons" in lines[1]
-    assert bob not in result.output
+    assert bob not in result.stdout
 
     everyone = run("conversations", "list")
     assert everyone.exit_code == 0
-    assert all(cid in everyone.output for cid in (old, new, bob))
-    assert ALICE in everyone.output and BOB in everyone.output
+    assert all(cid in everyone.stdout for cid in (old, new, bob))
+    assert ALICE in everyone.stdout and BOB in everyone.stdout
 
-    as_json = json.loads(run("conversations", "list", ALICE, "--json").output)
+    as_json = json.loads(run("conversations", "list", ALICE, "--json").stdout)
     assert [c["conversation_id"] for c in as_json["items"]] == [new, old]
 
 
@@ -82,10 +82,10 @@ def test_list_pages_with_cursor(run, manager):
     for index in range(3):
         cids.append(chat(manager, ALICE, 1, f"c{index}"))
         manager.reset_conversation(ALICE)
-    first = json.loads(run("conversations", "list", ALICE, "--limit", "2", "--json").output)
+    first = json.loads(run("conversations", "list", ALICE, "--limit", "2", "--json").stdout)
     assert len(first["items"]) == 2 and first["next_cursor"]
     rest = json.loads(
-        run("conversations", "list", ALICE, "--limit", "2", "--json", "--cursor", first["next_cursor"]).output
+        run("conversations", "list", ALICE, "--limit", "2", "--json", "--cursor", first["next_cursor"]).stdout
     )
     seen = [c["conversation_id"] for c in first["items"] + rest["items"]]
     assert seen == cids[::-1]
@@ -97,12 +97,12 @@ def test_show_messages(run, manager):
     cid = chat(manager, ALICE, 2)
     result = run("conversations", "show", ALICE)
     assert result.exit_code == 0, result.output
-    assert cid in result.output.splitlines()[0]
-    bodies = [line.split(": ", 1)[1] for line in result.output.splitlines()[1:]]
+    assert cid in result.stdout.splitlines()[0]
+    bodies = [line.split(": ", 1)[1] for line in result.stdout.splitlines()[1:]]
     assert bodies == ["text 0", "reply 0", "text 1", "reply 1"]
 
     newest = run("conversations", "show", ALICE, cid, "--newest-first", "--limit", "1", "--json")
-    data = json.loads(newest.output)
+    data = json.loads(newest.stdout)
     assert data["conversation_id"] == cid and [m["content"] for m in data["messages"]] == ["reply 1"]
 
 
@@ -117,14 +117,17 @@ def test_show_errors(run, manager):
 
 def test_stats(run, manager):
     cid = chat(manager, ALICE, 3)
-    data = json.loads(run("conversations", "stats", ALICE, cid).output)
+    data = json.loads(run("conversations", "stats", ALICE, cid).stdout)
     assert data["message_count"] == 6 and data["counters"]["tokens"] == 12
 
 
 def test_export_to_stdout_and_file(run, manager, tmp_path):
     cid = chat(manager, ALICE, 1)
     chat(manager, BOB, 1, "bob only")
-    data = json.loads(run("conversations", "export", ALICE).output)
+    exported = run("conversations", "export", ALICE)
+    # Only JSON on stdout: the operator log line goes to stderr.
+    data = json.loads(exported.stdout)
+    assert "operator cli export" in exported.stderr
     assert data["user_id"] == ALICE
     assert [c["conversation_id"] for c in data["conversations"]] == [cid]
     assert "bob only" not in json.dumps(data)
@@ -137,8 +140,8 @@ def test_export_to_stdout_and_file(run, manager, tmp_path):
 
 def test_reset(run, manager):
     cid = chat(manager, ALICE, 1)
-    assert run("conversations", "reset", ALICE).output.strip() == f"archived {cid}"
-    assert run("conversations", "reset", ALICE).output.strip() == "nothing to reset"
+    assert run("conversations", "reset", ALICE).stdout.strip() == f"archived {cid}"
+    assert run("conversations", "reset", ALICE).stdout.strip() == "nothing to reset"
     assert manager.get_conversation(ALICE, cid).is_active is False
 
 
@@ -151,14 +154,14 @@ def test_erase_asks_first_and_is_safe_to_repeat(run, manager, caplog):
 
     with caplog.at_level(logging.INFO, logger="app.cli"):
         confirmed = run("conversations", "erase", ALICE, input="y\n")
-    assert confirmed.exit_code == 0 and "erased" in confirmed.output
+    assert confirmed.exit_code == 0 and "erased" in confirmed.stdout
     assert list(manager.storage.iter_user_items(ALICE)) == []
     assert manager.get_message_count(BOB) == 2
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "app.cli")
     assert "erase" in logged and ALICE not in logged
 
     again = run("conversations", "erase", ALICE, "--yes")
-    assert again.exit_code == 0 and again.output.strip() == "erased 0 items"
+    assert again.exit_code == 0 and again.stdout.strip() == "erased 0 items"
 
 
 def test_store_down_is_a_clean_error(moto_storage):
