@@ -213,14 +213,14 @@ def inbound_sms() -> Response:
         if lease is None:
             answer = record_reply(manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}).content
             return turn.finish("busy", twiml(answer, status_url(text)))
-        if not created:
-            # Another attempt at this text may have finished while we waited.
-            message = manager.get_message(text.number, message.message_id) or message
-            reply = manager.get_reply(text.number, message)
-            if reply is not None:
-                return turn.finish("duplicate", twiml(reply.content, status_url(text)))
-            if message.metadata.get("unanswered"):
-                return turn.finish("unanswered", twiml())
+        # Another attempt at this text (a retry, or the first attempt when this is the
+        # retry) may have answered or silenced it while we waited for the turn.
+        message = manager.get_message(text.number, message.message_id) or message
+        reply = manager.get_reply(text.number, message)
+        if reply is not None:
+            return turn.finish("duplicate", twiml(reply.content, status_url(text)))
+        if message.metadata.get("unanswered"):
+            return turn.finish("unanswered", twiml())
 
         verdict = limits.check_rate(text.number)
         if not verdict.allowed:
@@ -247,12 +247,19 @@ def inbound_sms() -> Response:
         limits.add_tokens(_tokens(reply_obj))
         answer = stored.content
         turn.details.update(segments=segments.count, history=len(context))
+        if fallback or reply_obj.fallback:
+            turn.details["fallback"] = fallback or reply_obj.fallback
         return turn.finish("replied", twiml(answer, status_url(text)))
     except ConversationError as exc:
         # Never silent: the texter hears from the cat even when the store is down.
         log.error("sms sid=%s from=%s: store failed: %s", text.sid, mask_number(text.number), exc)
-        answer = answer or rescue_reply(manager, text, message, exc)
+        record = message is not None and not isinstance(exc, StorageUnavailable)
+        answer = answer or rescue_reply(manager, text, message if record else None)
         return turn.finish("store_failed", twiml(answer, status_url(text) if message else None))
+    except Exception:
+        # A bug must not leave the texter in silence either; the traceback goes to the log.
+        log.exception("sms sid=%s from=%s: unexpected failure", text.sid, mask_number(text.number))
+        return turn.finish("error", twiml(answer or rescue_reply(manager, text, None)))
     finally:
         if lease is not None:
             release(lease, text)
@@ -333,7 +340,11 @@ def take_turn(
     waits = 0
     for delay in backoff_delays():
         if lease.try_acquire():
-            history = manager.get_history(text.number, limit)
+            try:
+                history = manager.get_history(text.number, limit)
+            except BaseException:
+                release(lease, text)  # the view never saw this lease, so it cannot release it
+                raise
             # Texts older than the deadline whose reply never came were abandoned.
             max_age = config["REPLY_DEADLINE_SECONDS"] + 5
             if not waits_on_earlier(history, message, now=time.time(), max_age=max_age):
@@ -420,16 +431,15 @@ def record_reply(
     return recorded.message
 
 
-def rescue_reply(manager: Any, text: InboundText, message: Message | None, exc: ConversationError) -> str:
-    """Produce an offline reply after a store failure and record it if the store allows."""
-    offline = _ext("offline_responder")
+def rescue_reply(manager: Any, text: InboundText, message: Message | None) -> str:
+    """Produce an offline reply after a failure; record it as the reply to ``message`` if given."""
     try:
-        reply = offline.reply([], text.body, media_urls=text.media_urls)
+        reply = _ext("offline_responder").reply([], text.body, media_urls=text.media_urls)
         content = truncate(reply.text, current_app.config["REPLY_MAX_CHARS"]) or LAST_RESORT
     except Exception:  # last line of defence: the texter must hear something
         log.exception("sms sid=%s: offline persona failed too", text.sid)
         content = LAST_RESORT
-    if message is not None and not isinstance(exc, StorageUnavailable):
+    if message is not None:
         try:
             content = record_reply(manager, text, message, content, {"fallback": "store_failed"}).content
         except ConversationError as again:

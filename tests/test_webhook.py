@@ -14,7 +14,7 @@ from app import create_app
 from app.limits import Limits
 from app.sms import count_segments
 from app.webhook import BUSY_LINE, DAY_NOTICE, MINUTE_NOTICE, RESET_CONFIRMATION
-from conversation import ConversationManager, StorageUnavailable
+from conversation import ConversationManager, StorageError, StorageUnavailable
 from conversation.models import Message
 from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, twiml_bodies
 
@@ -308,6 +308,27 @@ def test_concurrent_retries_call_the_model_once(app, responder, manager):
     assert [m.content for m in manager.get_history(NUMBER)] == ["at once", "meow: at once"]
 
 
+def test_first_attempt_finds_the_reply_a_retry_gave_while_it_waited(app, moto_storage, responder, manager):
+    # The retry took the turn first (we play it here); the first attempt waits, then must not
+    # call the model again.
+    assert moto_storage.acquire_lease(NUMBER, "retry-worker", 30)
+    result = {}
+    first = threading.Thread(
+        target=lambda: result.update(r=Texter(app.test_client(), number=NUMBER).text("hi", sid="SMrace"))
+    )
+    first.start()
+    for _ in range(200):
+        stored = manager.get_message(NUMBER, "SMrace")
+        if stored is not None:
+            break
+        time.sleep(0.02)
+    manager.record_assistant_message(NUMBER, "answer from the retry", reply_to=stored)
+    moto_storage.release_lease(NUMBER, "retry-worker")
+    first.join()
+    assert only_body(result["r"]) == "answer from the retry"
+    assert responder.calls == []
+
+
 def test_concurrent_texts_from_one_number_are_answered_in_order(app, responder, manager):
     responder.delay = 0.05
     results: dict[str, Any] = {}
@@ -492,6 +513,38 @@ def test_store_failing_after_the_model_keeps_the_model_reply(make_app, moto_stor
     assert body == "meow: first"
     assert any("SMpart" in r.getMessage() for r in caplog.records)
     assert [m.content for m in ConversationManager(moto_storage).get_history(NUMBER)] == ["first"]
+
+
+class HistoryFails(ConversationManager):
+    """A manager whose history reads fail with the given error."""
+
+    error: Exception = StorageError("Query failed: InternalServerError")
+
+    def get_history(self, *args, **kwargs):
+        raise self.error
+
+
+def test_store_error_mid_turn_records_an_offline_reply(make_app, moto_storage, responder, caplog):
+    app = make_app(MANAGER=HistoryFails(moto_storage))
+    with caplog.at_level(logging.ERROR, logger="app.webhook"):
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("hm?", sid="SMmid"))
+    assert body == "offline: hm?"
+    assert responder.calls == []
+    assert any("SMmid" in r.getMessage() for r in caplog.records)
+    manager = ConversationManager(moto_storage)
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMmid"))
+    assert reply.content == body and reply.metadata["fallback"] == "store_failed"
+    assert moto_storage.acquire_lease(NUMBER, "probe", 1)  # the lease was released
+
+
+def test_unexpected_bug_still_answers_and_is_logged(make_app, moto_storage, caplog):
+    manager = HistoryFails(moto_storage)
+    manager.error = RuntimeError("a bug")
+    app = make_app(MANAGER=manager)
+    with caplog.at_level(logging.ERROR, logger="app.webhook"):
+        response = Texter(app.test_client(), number=NUMBER).text("hm?", sid="SMbug")
+    assert only_body(response) == "offline: hm?"
+    assert any("SMbug" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 # --------------------------------------------------------- limits and lists
