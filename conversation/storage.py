@@ -194,6 +194,7 @@ class DynamoDBStorage:
         self.max_item_bytes = max_item_bytes
         self.activity_lookback_days = activity_lookback_days
         self._client = client
+        self._owns_client = client is None
         self._client_args = {
             "endpoint_url": endpoint_url,
             "region_name": region_name,
@@ -236,6 +237,11 @@ class DynamoDBStorage:
                         ),
                     )
         return self._client
+
+    def close(self) -> None:
+        """Close the client's connections (only a client this store built itself)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
 
     def _call(self, operation: str, *, passthrough: tuple[str, ...] = (), **kwargs: Any) -> dict[str, Any]:
         """Call a client operation, creating the table once if it is missing.

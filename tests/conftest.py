@@ -87,6 +87,7 @@ def local_storage(ddb_local):
     storage.create_table()
     yield storage
     storage.client.delete_table(TableName=storage.table_name)
+    storage.close()
 
 
 @pytest.fixture(params=["moto", "dynamodb_local"])

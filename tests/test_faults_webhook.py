@@ -1,0 +1,163 @@
+"""The webhook under faults, with real peers: DynamoDB Local, the real openai client, Twilio signatures.
+
+Each scenario states what the texter must see and what must be stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app import create_app
+from conversation import DynamoDBStorage
+from scripts.dynamodb_local import free_port
+from tests.fake_openai import FakeOpenAI, hang, reply, status
+from tests.faults import INTERNAL, THROTTLED, FaultInjector
+from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
+
+NUMBER = "+15550004444"
+DEADLINE = 3.0
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def build_app(storage, fake, **overrides):
+    config = {
+        "STORAGE": storage,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_MODEL": "cat-1",
+        "REPLY_DEADLINE_SECONDS": DEADLINE,
+        "RATE_LIMIT_PER_MINUTE": 0,
+        "RATE_LIMIT_PER_DAY": 0,
+        "OFFLINE_PERSONA_SEED": 7,
+        **overrides,
+    }
+    return create_app(config)
+
+
+def stored(manager, number=NUMBER):
+    """Return (texts, replies) stored for the number across its conversations."""
+    messages = []
+    for conversation in manager.list_conversations(number, limit=50).items:
+        messages += manager.list_messages(number, conversation.conversation_id, limit=500).items
+    return [m for m in messages if m.role == "user"], [m for m in messages if m.role == "assistant"]
+
+
+def test_dynamodb_throttling_is_retried_and_the_turn_completes(local_storage, fake, request):
+    storage = DynamoDBStorage(local_storage.table_name, endpoint_url=local_storage.client.meta.endpoint_url)
+    request.addfinalizer(storage.close)
+    # botocore backs off up to a few seconds on throttling: use the default deadline.
+    app = build_app(storage, fake, REPLY_DEADLINE_SECONDS=10.0)
+    fake.push(reply("a throttled purr"))
+    texter = Texter(app.test_client(), number=NUMBER)
+    with FaultInjector(storage.client, THROTTLED, times=2, operations=("TransactWriteItems",)) as throttled, \
+            FaultInjector(storage.client, INTERNAL, times=1, operations=("Query",)) as broken:
+        response = texter.text("are you there?")
+    assert (throttled.injected, broken.injected) == (2, 1)
+    assert response.status_code == 200
+    assert twiml_bodies(response.data) == ["a throttled purr"]
+    texts, replies = stored(app.extensions["dadacat.manager"])
+    assert [t.content for t in texts] == ["are you there?"]
+    assert [r.content for r in replies] == ["a throttled purr"]
+    assert len(fake.requests) == 1
+
+
+def test_dynamodb_unreachable_still_answers_logs_the_sid_and_health_says_503(fake, caplog, request):
+    down = DynamoDBStorage(
+        "unreachable", endpoint_url=f"http://127.0.0.1:{free_port()}", auto_create=False,
+        max_attempts=1, connect_timeout=0.3, read_timeout=0.5,
+    )
+    request.addfinalizer(down.close)
+    app = build_app(down, fake)
+    texter = Texter(app.test_client(), number=NUMBER)
+    sid = new_sid()
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    response = texter.text("hello in the dark", sid=sid)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    (answer,) = twiml_bodies(response.data)
+    assert answer.strip()
+    assert elapsed < DEADLINE + 2  # a bound on correctness (within Twilio's 15 s), not a benchmark
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(sid in line for line in errors)
+    assert not any("hello in the dark" in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    health = app.test_client().get("/health")
+    assert health.status_code == 503
+    assert health.get_json()["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        [status(429, retry_after=0)],
+        [status(500)],
+        [status(503), status(502)],
+    ],
+    ids=["429", "500", "503-then-502"],
+)
+def test_model_errors_fall_back_within_the_deadline(local_storage, fake, failures):
+    app = build_app(local_storage, fake, OPENAI_FALLBACK_MODELS="cat-2")
+    fake.on_model("cat-1", *failures, *failures)  # every attempt on the first model fails
+    fake.on_model("cat-2", reply("second cat speaks"))
+    texter = Texter(app.test_client(), number=NUMBER)
+    started = time.monotonic()
+    response = texter.text("anyone?")
+    assert time.monotonic() - started < DEADLINE + 1.5
+    assert twiml_bodies(response.data) == ["second cat speaks"]
+    texts, replies = stored(app.extensions["dadacat.manager"])
+    assert len(texts) == len(replies) == 1
+    assert replies[0].metadata["model"] == "cat-2"
+    assert [m for m in fake.models][-1] == "cat-2"
+
+
+def test_model_that_never_answers_gets_an_offline_reply_within_the_deadline(local_storage, fake):
+    app = build_app(local_storage, fake)
+    fake.default = hang(60)
+    texter = Texter(app.test_client(), number=NUMBER)
+    started = time.monotonic()
+    response = texter.text("hello?")
+    elapsed = time.monotonic() - started
+    assert elapsed < DEADLINE + 1.5
+    (answer,) = twiml_bodies(response.data)
+    assert answer.strip()
+    texts, replies = stored(app.extensions["dadacat.manager"])
+    assert len(texts) == len(replies) == 1
+    assert replies[0].content == answer
+    assert replies[0].metadata["fallback"] in ("offline", "error")
+
+
+def test_retry_storm_calls_the_model_once_and_stores_once(local_storage, fake):
+    """Twilio retries one text five times at once: one model call, one text, one reply."""
+    app = build_app(local_storage, fake)
+    fake.default = reply("one answer for five knocks", delay=0.5)
+    sid = new_sid()
+    barrier = threading.Barrier(5)
+
+    def deliver(_):
+        texter = Texter(app.test_client(), number=NUMBER)
+        params = texter.params("knock knock", sid=sid)
+        barrier.wait()
+        return texter.post(params, headers={"I-Twilio-Idempotency-Token": uuid.uuid4().hex})
+
+    with ThreadPoolExecutor(5) as pool:
+        responses = list(pool.map(deliver, range(5)))
+    assert [r.status_code for r in responses] == [200] * 5
+    assert [twiml_bodies(r.data) for r in responses] == [["one answer for five knocks"]] * 5
+    assert len(fake.requests) == 1
+    texts, replies = stored(app.extensions["dadacat.manager"])
+    assert [t.message_id for t in texts] == [sid]
+    assert [r.reply_to for r in replies] == [sid]
+    conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
+    assert conversation.message_count == 2
