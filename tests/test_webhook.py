@@ -48,6 +48,8 @@ class ScriptedResponder:
         self.raises = raises
         self.calls: list[tuple[list, str, float | None]] = []
         self.media: list[list[str]] = []
+        self.at_once = 0
+        self.most_at_once = 0
         self._lock = threading.Lock()
 
     def reply(self, history, text, *, deadline=None, media_urls=(), message_id=None):
@@ -56,8 +58,12 @@ class ScriptedResponder:
         with self._lock:
             self.calls.append((list(history), text, deadline))
             self.media.append(list(media_urls))
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
         if self.delay:
             time.sleep(self.delay)
+        with self._lock:
+            self.at_once -= 1
         if self.raises is not None:
             raise self.raises
         said = text or f"[{len(media_urls)} attachments]"
@@ -329,30 +335,66 @@ def test_first_attempt_finds_the_reply_a_retry_gave_while_it_waited(app, moto_st
     assert responder.calls == []
 
 
-def test_concurrent_texts_from_one_number_are_answered_in_order(app, responder, manager):
-    responder.delay = 0.05
+def send_in_threads(app, bodies, *, stagger_until_stored=None):
+    """Send texts from one number in threads; optionally start each once the previous is stored."""
     results: dict[str, Any] = {}
+    threads = []
+    for index, body in enumerate(bodies):
+        sid = f"SMconc{index}"
 
-    def send(body: str) -> None:
-        results[body] = Texter(app.test_client(), number=NUMBER).text(body)
+        def send(body=body, sid=sid):
+            results[body] = Texter(app.test_client(), number=NUMBER).text(body, sid=sid)
 
-    threads = [threading.Thread(target=send, args=(f"text {i}",)) for i in range(4)]
-    for thread in threads:
+        thread = threading.Thread(target=send)
         thread.start()
+        threads.append(thread)
+        if stagger_until_stored is not None:
+            for _ in range(500):
+                if stagger_until_stored.get_message(NUMBER, sid) is not None:
+                    break
+                time.sleep(0.01)
     for thread in threads:
         thread.join()
+    return results
+
+
+def assert_each_answered_once(results, manager):
     assert {body: only_body(r) for body, r in results.items()} == {b: f"meow: {b}" for b in results}
     history = manager.get_history(NUMBER)
-    assert len(history) == 8
+    assert len(history) == 2 * len(results)
+    for position in range(0, len(history), 2):
+        assert history[position].role == "user"
+        assert history[position + 1].reply_to == history[position].message_id
     texts = [m for m in history if m.role == "user"]
     assert sorted(m.content for m in texts) == sorted(results)
-    # Arrival order is storage order; the model was asked in that order, each
-    # time seeing every earlier text and its reply.
-    assert [text for _, text, _ in responder.calls] == [m.content for m in texts]
+    return texts
+
+
+def test_texts_in_flight_together_are_answered_in_arrival_order(app, responder, manager):
+    responder.delay = 0.2  # every text arrives while earlier ones are still being answered
+    bodies = [f"text {i}" for i in range(4)]
+    results = send_in_threads(app, bodies, stagger_until_stored=manager)
+    texts = assert_each_answered_once(results, manager)
+    assert [m.content for m in texts] == bodies
+    # The model was asked in arrival order, each time seeing every earlier text and its reply.
+    assert [text for _, text, _ in responder.calls] == bodies
     for index, (seen, _, _) in enumerate(responder.calls):
-        assert [m.content for m in seen if m.role == "user"] == [m.content for m in texts[:index]]
-    for position in range(0, 8, 2):
-        assert history[position + 1].reply_to == history[position].message_id
+        assert [m.content for m in seen] == [x for b in bodies[:index] for x in (b, f"meow: {b}")]
+    assert responder.most_at_once == 1
+
+
+def test_simultaneous_texts_from_one_number_take_turns(app, responder, manager):
+    responder.delay = 0.05
+    results = send_in_threads(app, [f"burst {i}" for i in range(4)])
+    texts = assert_each_answered_once(results, manager)
+    assert len(responder.calls) == 4 and responder.most_at_once == 1
+    # Whatever a reply saw came before its text and had been answered already.
+    order = [m.message_id for m in texts]
+    for seen, text, _ in responder.calls:
+        current = next(m for m in texts if m.content == text)
+        seen_texts = [m.message_id for m in seen if m.role == "user"]
+        assert seen_texts == order[: len(seen_texts)] and current.message_id not in seen_texts
+        assert len(seen) == 2 * len(seen_texts)
 
 
 def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto_storage, responder, manager):
