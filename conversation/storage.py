@@ -37,10 +37,10 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
-    ConnectTimeoutError,
 )
 
 from conversation.errors import (
@@ -588,7 +588,9 @@ class DynamoDBStorage:
             user = self.get_user(user_id) or {}
             if user.get("active_cid"):
                 return user["active_cid"]
-            raise StorageError("could not start a conversation: the user record kept changing")
+            raise StorageError(
+                "could not start a conversation: the user record kept changing"
+            ) from None
         return conversation_id
 
     def _active_id(self, user_id: str) -> str:
@@ -650,7 +652,9 @@ class DynamoDBStorage:
                             "TableName": self.table_name,
                             "Key": {"pk": _s(_user_pk(user_id)), "sk": _s(_conv_sk(conversation_id))},
                             "UpdateExpression": "SET is_active = :t",
-                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                            "ConditionExpression": (
+                                "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+                            ),
                             "ExpressionAttributeValues": {":t": {"BOOL": True}},
                         }
                     },

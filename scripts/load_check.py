@@ -213,7 +213,9 @@ def run_load(
         def deliver(number: str, body: str, sid: str, copies: int) -> None:
             with requests.Session() as session:
                 with ThreadPoolExecutor(copies) as pool:
-                    results = list(pool.map(lambda _: send(session, bot.url, number, body, sid), range(copies)))
+                    results = list(
+                        pool.map(lambda _: send(session, bot.url, number, body, sid), range(copies))
+                    )
             for status, answer in results:
                 if status == 200:
                     report.http_ok += 1
@@ -292,7 +294,7 @@ def verify(manager: ConversationManager, sent: dict[str, list[tuple[str, str]]],
             if order != wanted:
                 report.out_of_order += 1
         # Every reply sits right after the text it answers.
-        for before, after in zip(stored, stored[1:]):
+        for before, after in zip(stored, stored[1:], strict=False):
             if after.role == "assistant" and after.reply_to and before.message_id != after.reply_to:
                 report.out_of_order += 1
 

@@ -38,7 +38,8 @@ def test_transient_faults_are_retried_by_botocore(retrying_storage, fault):
 def test_persistent_faults_become_a_typed_error_and_write_nothing(retrying_storage):
     manager = ConversationManager(retrying_storage)
     manager.add_user_message(USER, "before")
-    with FaultInjector(retrying_storage.client, THROTTLED, times=100, operations=("TransactWriteItems",)) as faults:
+    storm = FaultInjector(retrying_storage.client, THROTTLED, times=100, operations=("TransactWriteItems",))
+    with storm as faults:
         with pytest.raises(StorageError, match="ProvisionedThroughputExceeded"):
             manager.add_user_message(USER, "lost in the storm?", message_id="SMlost")
     assert faults.injected == 4  # the first try plus max_attempts retries, then it gives up
