@@ -101,9 +101,27 @@ def _gate():
     return None
 
 
+# Query parameters each route understands; any other is refused, so that a
+# typo such as ?limt=5 is a 400 rather than silently ignored.
+QUERY_PARAMETERS = {
+    "api.recent_conversations": {"limit", "cursor"},
+    "api.list_conversations": {"limit", "cursor"},
+    "api.list_messages": {"limit", "cursor", "order"},
+    "api.delete_conversation": {"hard"},
+}
+
+
 @bp.before_request
 def _require_token():
-    return _gate()
+    gate = _gate()
+    if gate is not None:
+        return gate
+    allowed = QUERY_PARAMETERS.get(request.endpoint or "", set())
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        name = unknown[0][:64]
+        return error_response(400, "unknown_parameter", f"unknown query parameter {name!r}", name)
+    return None
 
 
 @bp.after_request

@@ -165,6 +165,19 @@ def test_unknown_api_route_and_wrong_method_are_json(api, app):
     assert app.test_client().get("/not-the-api").mimetype != "application/json"
 
 
+def test_unknown_query_parameters_are_400(api, manager):
+    cid = chat(manager, ALICE, 1)
+    for path in (
+        "/conversations",
+        f"/numbers/{enc(ALICE)}/conversations",
+        f"/numbers/{enc(ALICE)}/conversations/{cid}",
+        f"/numbers/{enc(ALICE)}/export",
+    ):
+        assert_error(api.get(path, query_string={"limt": "5"}), 400, "unknown_parameter", "limt")
+    assert_error(api.delete(f"/numbers/{enc(ALICE)}", query_string={"hard": "true"}), 400, field="hard")
+    assert manager.get_message_count(ALICE) == 2  # the erase did not run
+
+
 # ------------------------------------------------------------------ listings
 
 
