@@ -36,13 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="history lengths for part 1 (default 10,100,1000,5000)")
     parser.add_argument("--repeats", type=int, default=5, help="turns per layout and length (median taken)")
     parser.add_argument("--webhook-turns", type=int, default=200, help="timed POST /sms turns in part 2")
-    parser.add_argument("--texters", type=_ints, default=[50, 100, 200],
-                        help="N values swept in part 3 (default 50,100,200)")
+    parser.add_argument("--texters", type=_ints, default=[25, 50, 100, 200],
+                        help="N values swept in part 3 (default 25,50,100,200)")
     parser.add_argument("--latency", type=float, default=2.0, help="fake model latency L in seconds")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per N in part 3")
     parser.add_argument("--alt", type=_env, action="append", default=None, metavar="NAME=VALUE[,...]",
                         help="extra environment for a run at the largest N (repeatable); "
-                             "default: GUNICORN_THREADS doubled, WEB_CONCURRENCY doubled, threads for 200 in flight")
+                             "default: GUNICORN_THREADS doubled, then WEB_CONCURRENCY doubled")
     parser.add_argument("--parts", default="storage,webhook,concurrency", help="which parts to run")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
@@ -50,18 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def default_alternatives(settings: dict[str, Any]) -> list[dict[str, str]]:
-    """Return three alternatives: twice the threads, twice the workers, threads for N=200.
+    """Return two alternatives: twice the threads per worker, and twice the workers.
 
-    gunicorn.conf.py reads GUNICORN_THREADS and WEB_CONCURRENCY; a closed loop of
-    200 texters needs workers x threads >= 200 turns in flight to reach N/L.
+    gunicorn.conf.py reads GUNICORN_THREADS and WEB_CONCURRENCY. (A closed loop of
+    200 texters needs workers x threads >= 200 turns in flight to reach N/L; try
+    ``--alt GUNICORN_THREADS=100`` for that.)
     """
     try:
         workers = int(settings.get("workers", 2))
         threads = int(settings.get("threads", 8))
     except ValueError:
         workers, threads = 2, 8
-    return [{"GUNICORN_THREADS": str(threads * 2)}, {"WEB_CONCURRENCY": str(workers * 2)},
-            {"GUNICORN_THREADS": str(-(-200 // workers))}]
+    return [{"GUNICORN_THREADS": str(threads * 2)}, {"WEB_CONCURRENCY": str(workers * 2)}]
 
 
 def concurrency_notes(conc: dict[str, Any]) -> list[str]:
@@ -75,10 +75,12 @@ def concurrency_notes(conc: dict[str, Any]) -> list[str]:
         moved = alt["settings"].get("threads") != conc["settings"].get("threads") or \
             alt["settings"].get("workers") != conc["settings"].get("workers")
         if not moved:
-            notes.append(f"- {setting} did not change gunicorn's workers or threads (the config does not read it).")
+            notes.append(f"- {setting} did not change gunicorn's workers or threads "
+                         "(the config does not read it).")
             continue
         notes.append(
-            f"- {setting} (workers={alt['settings'].get('workers')}, threads={alt['settings'].get('threads')}): "
+            f"- {setting} (workers={alt['settings'].get('workers')}, "
+            f"threads={alt['settings'].get('threads')}): "
             f"at N = {alt['texters']} throughput {top['throughput']:.1f} -> {alt['throughput']:.1f} turns/s, "
             f"p99 {top['p99']:.1f} -> {alt['p99']:.1f} s, within 15 s {top['within_15s']:.0%} -> "
             f"{alt['within_15s']:.0%}, RSS per worker up to {max(alt['rss_mb'] or [0]):.0f} MB."
@@ -93,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from scripts.dynamodb_local import DynamoDBLocal
 
     parts = set(args.parts.split(","))
-    command = "make bench" if argv is None and Path(sys.argv[0]).name == "__main__.py" and not sys.argv[1:] \
-        else "python -m scripts.bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "make bench" if argv is None and not given \
+        else "python -m scripts.bench " + " ".join(shlex.quote(a) for a in given)
     results: dict[str, Any] = {"machine": machine(), "command": command.strip()}
     started = time.monotonic()
 
@@ -123,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     env = {k: v for k, v in __import__("os").environ.items()
                            if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY"))}
-                    settings = bench_concurrency.gunicorn_settings(bench_concurrency.procfile_command(8000), env)
+                    argv_default = bench_concurrency.procfile_command(8000)
+                    settings = bench_concurrency.gunicorn_settings(argv_default, env)
                     alternatives = default_alternatives(settings)
                 except (FileNotFoundError, ValueError):
                     alternatives = []
             conc = bench_concurrency.run(ddb.endpoint_url, texters=args.texters, latency=args.latency,
-                                         duration=args.duration, alternatives=alternatives, log=log)
+                                         duration=args.duration, alternatives=alternatives, log=log,
+                                         ddb_pid=ddb.process.pid if ddb.process else None)
             if not conc.get("skipped"):
                 try:
                     capacity = int(conc["settings"]["workers"]) * int(conc["settings"]["threads"])

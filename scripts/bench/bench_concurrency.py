@@ -21,13 +21,14 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from scripts.bench.common import ROOT, median, percentile, rss_mb
+from scripts.bench.common import ROOT, cpu_seconds, machine_busy, median, percentile, rss_mb
 from scripts.dynamodb_local import free_port, port_open
 
 TOKEN = "bench-auth-token-" + "1" * 15
@@ -104,8 +105,10 @@ def gunicorn_settings(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
 class Server:
     """The fake model and gunicorn, started and stopped together."""
 
-    def __init__(self, endpoint_url: str, latency: float, reply_text: str, extra_env: dict[str, str]) -> None:
+    def __init__(self, endpoint_url: str, latency: float, reply_text: str, extra_env: dict[str, str],
+                 ddb_pid: int | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.ddb_pid = ddb_pid
         self.latency = latency
         self.reply_text = reply_text
         self.extra_env = extra_env
@@ -116,7 +119,7 @@ class Server:
         self.settings: dict[str, Any] = {}
         self.log_path = Path(tempfile.mkstemp(prefix="bench-gunicorn-", suffix=".log")[1])
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Start the fake model, then gunicorn, and wait until /sms answers."""
         self.fake = subprocess.Popen(
             [sys.executable, "-c", _FAKE_SERVER, str(ROOT), str(self.latency), self.reply_text],
@@ -210,7 +213,7 @@ class Server:
                 self.fake.wait()
         self.log_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         try:
             return self.start()
         except BaseException:
@@ -276,6 +279,13 @@ def load_run(server: Server, texters: int, duration: float, latency: float) -> d
             with lock:
                 results.append((time.monotonic(), seconds, ok))
 
+    workers = server.worker_pids()
+    groups = {"app (gunicorn workers)": workers,
+              "DynamoDB Local": [server.ddb_pid] if server.ddb_pid else [],
+              "fake model": [server.fake.pid] if server.fake else [],
+              "load generator": [os.getpid()]}
+    cpu_before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
+    busy_before = machine_busy()
     start = time.monotonic()
     threads = [threading.Thread(target=texter_loop, args=(i,), daemon=True) for i in range(texters)]
     for thread in threads:
@@ -285,10 +295,15 @@ def load_run(server: Server, texters: int, duration: float, latency: float) -> d
             peak_rss[pid] = max(peak_rss.get(pid, 0.0), rss_mb(pid))
         time.sleep(0.5)
     # Let texts already sent finish (Twilio would have given up after 15 s anyway).
+    # Anything still unanswered 15 s after the last text went out has missed Twilio's deadline.
     for thread in threads:
-        thread.join(timeout=max(0.0, stop_at + DEADLINE + 2 - time.monotonic()))
+        thread.join(timeout=max(0.0, stop_at + DEADLINE + 0.5 - time.monotonic()))
     unfinished = sum(thread.is_alive() for thread in threads)
     elapsed = time.monotonic() - start
+    busy_after = machine_busy()
+    cpu = {name: sum(cpu_seconds(pid) for pid in pids) - cpu_before[name] for name, pids in groups.items()}
+    done = max(1, len(results))
+    machine_load = (busy_after[0] - busy_before[0]) / max(1e-9, busy_after[1] - busy_before[1])
     # Throughput is counted after the first turns could have finished (a closed
     # loop answers nothing during its first L seconds).
     window_start = start + min(latency + 1.0, duration / 2)
@@ -313,12 +328,15 @@ def load_run(server: Server, texters: int, duration: float, latency: float) -> d
         "within_15s": len(answered) / max(1, len(results) + unfinished),
         "errors": sum(1 for r in results if not r[2]),
         "rss_mb": sorted(round(v, 1) for v in peak_rss.values()),
+        "cpu_busy": machine_load,
+        "cpu_ms_per_turn": {name: round(seconds * 1000 / done, 1) for name, seconds in cpu.items()},
         "workers_seen": len(peak_rss),
     }
 
 
 def run(endpoint_url: str, *, texters: list[int], latency: float, duration: float,
-        alternatives: list[dict[str, str]], log: Callable[[str], None]) -> dict[str, Any]:
+        alternatives: list[dict[str, str]], log: Callable[[str], None],
+        ddb_pid: int | None = None) -> dict[str, Any]:
     """Sweep N with the default settings, then the largest N with each alternative setting."""
     reply_text = "prrt. the moon is a cursor blinking over tuesday, and i am the cat who typed it. " * 3
     reply_text = reply_text[:250]
@@ -329,15 +347,16 @@ def run(endpoint_url: str, *, texters: list[int], latency: float, duration: floa
     for n in texters:
         # A fresh server per N: an overloaded run leaves a queue behind that would
         # slow the next one.
-        with Server(endpoint_url, latency, reply_text, {}) as server:
+        with Server(endpoint_url, latency, reply_text, {}, ddb_pid) as server:
             out["settings"] = server.settings
             figures = load_run(server, n, duration, latency)
             out["runs"].append(figures)
             log(f"  gunicorn N={n:4d}: {figures['throughput']:.1f} turns/s of ideal {figures['ideal']:.0f} "
                 f"({figures['efficiency']:.0%}), p99 {figures['p99']:.1f} s, "
-                f"{figures['within_15s']:.0%} within 15 s, RSS {figures['rss_mb']} MB")
+                f"{figures['within_15s']:.0%} within 15 s, RSS {figures['rss_mb']} MB, "
+                f"CPU {figures['cpu_busy']:.0%} busy, ms/turn {figures['cpu_ms_per_turn']}")
     for extra in alternatives:
-        with Server(endpoint_url, latency, reply_text, extra) as server:
+        with Server(endpoint_url, latency, reply_text, extra, ddb_pid) as server:
             figures = load_run(server, max(texters), duration, latency)
             figures["env"] = extra
             figures["settings"] = server.settings

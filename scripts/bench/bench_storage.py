@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 import secrets
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -150,7 +151,9 @@ def check_prefill(ours: OurStore, texts: list[tuple[str, str]]) -> None:
     assert reply is not None and reply.content == a[-1].content, "pre-filled reply link broken"
 
 
-def run(endpoint_url: str, *, sizes: tuple[int, ...], repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    endpoint_url: str, *, sizes: tuple[int, ...], repeats: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Measure every layout at every history length; return the results as plain data."""
     rng = random.Random(9)
     meter = CapacityMeter()
@@ -206,11 +209,13 @@ def run(endpoint_url: str, *, sizes: tuple[int, ...], repeats: int, log: Callabl
                 per_size[str(size)] = {"fails": True, "failed_in": failure}
                 log(f"  storage {name:9s} {size:5d} msgs: fails (item over 400 KB)")
                 continue
-            row = {key: median([s[key] for s in samples]) for key in ("requests", "rcu", "wcu", "wcu_billed", "write_bytes", "ms")}
+            keys = ("requests", "rcu", "wcu", "wcu_billed", "write_bytes", "ms")
+            row = {key: median([s[key] for s in samples]) for key in keys}
             row["calls"] = samples[0]["calls"]
             row["ms_all"] = [round(s["ms"], 2) for s in samples]
             per_size[str(size)] = row
-            log(f"  storage {name:9s} {size:5d} msgs: {row['requests']:.0f} req, {row['wcu_billed']:.1f} WCU (Local says {row['wcu']:.1f}), "
+            log(f"  storage {name:9s} {size:5d} msgs: {row['requests']:.0f} req, "
+                f"{row['wcu_billed']:.1f} WCU (Local says {row['wcu']:.1f}), "
                 f"{row['rcu']:.1f} RCU, {row['write_bytes']:.0f} B, {row['ms']:.1f} ms")
         results["layouts"][name] = per_size
 

@@ -15,13 +15,14 @@ import random
 import secrets
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twilio.request_validator import RequestValidator
 
 from conversation import ConversationManager, DynamoDBStorage
 from conversation.models import isoformat, utc_now
-from scripts.bench.bench_storage import make_client
+from scripts.bench.bench_storage import OurStore, conversation_texts, make_client
 from scripts.bench.common import (
     REPLY_CHARS,
     USER_CHARS,
@@ -92,7 +93,8 @@ def signed_post(client: Any, validator: RequestValidator, number: str, body: str
     signature = validator.compute_signature(URL, params)
     response = client.post("/sms", data=params, headers={"X-Twilio-Signature": signature})
     if response.status_code != 200:
-        raise RuntimeError(f"POST /sms answered {response.status_code}: {response.get_data(as_text=True)[:200]}")
+        answer = response.get_data(as_text=True)[:200]
+        raise RuntimeError(f"POST /sms answered {response.status_code}: {answer}")
     root = ET.fromstring(response.get_data())
     return "".join(root.itertext())
 
@@ -105,16 +107,33 @@ class Floor:
         self.table = table
         self.storage = storage
         self.cids: dict[str, str] = {}
+        self.extra_reads = 0
 
     def prepare(self, number: str) -> None:
-        """Start the number's conversation through the store (not timed)."""
-        self.cids[number] = self.storage.start_conversation(number)
+        """Note the number's active conversation (pre-filled beforehand, not timed)."""
+        self.cids[number] = self.storage.get_user(number)["active_cid"]
 
-    def turn(self, number: str, text: str, reply: str) -> int:
-        """Query the window, write the text with its marker, write the reply."""
+    def turn(self, number: str, text: str, reply: str, *, like_webhook: bool = False) -> int:
+        """Query the window, write the text with its marker, write the reply.
+
+        ``like_webhook`` adds the other requests the webhook makes (reads of the
+        user item and the turn lease's PutItem and DeleteItem), so that the
+        difference from the webhook is the app's own Python time.
+        """
         cid = self.cids[number]
         pk = {"S": f"U#{number}"}
         header = {"pk": pk, "sk": {"S": f"C#{cid}"}}
+        user_key = {"pk": pk, "sk": {"S": "USER"}}
+        if like_webhook:
+            for _ in range(self.extra_reads):
+                self.client.get_item(TableName=self.table, Key=user_key, ConsistentRead=True)
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": pk, "sk": {"S": "LEASE"}, "owner": {"S": "bench"}, "lease_until": {"N": "1"}},
+                ConditionExpression="attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":now": {"N": "2"}, ":me": {"S": "bench"}},
+            )
         response = self.client.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
@@ -154,6 +173,10 @@ class Floor:
                 bump,
             ]
         )
+        if like_webhook:
+            self.client.delete_item(TableName=self.table, Key={"pk": pk, "sk": {"S": "LEASE"}},
+                                    ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
+                                    ExpressionAttributeValues={":me": {"S": "bench"}})
         return len(response.get("Items", []))
 
 
@@ -175,12 +198,18 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     validator = RequestValidator(TOKEN)
     numbers = [f"+1555{700_000 + i:07d}" for i in range(20)]
     floor_numbers = [f"+1555{800_000 + i:07d}" for i in range(20)]
+    # Every conversation starts past the 20-message window, written through the
+    # store's real item layout (see bench_storage.OurStore.prefill).
+    filler = OurStore(plain, table, plain)
+    history = conversation_texts(rng, 30)
+    for number in numbers + floor_numbers:
+        filler.prefill(number, history)
     floor = Floor(plain, table, storage)
     for number in floor_numbers:
         floor.prepare(number)
 
-    # Warm up both paths and grow every conversation past the 20-message window.
-    for i in range(10 * len(numbers)):
+    # Warm up both paths (connections, JIT of DynamoDB Local, Flask's first requests).
+    for i in range(2 * len(numbers)):
         answer = signed_post(client, validator, numbers[i % len(numbers)], text)
         if reply not in answer:
             raise RuntimeError(f"webhook answered {answer[:80]!r}, not the fake model's reply")
@@ -200,8 +229,15 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         metered_floor.turn(floor_numbers[0], text, reply)
     floor_calls = dict(usage.calls)
 
+    floor.extra_reads = webhook_calls.get("GetItem", 0)
+    with meter.measure() as usage:
+        metered_floor.extra_reads = floor.extra_reads
+        metered_floor.turn(floor_numbers[1], text, reply, like_webhook=True)
+    same_calls = dict(usage.calls)
+
     hook_ms: list[float] = []
     floor_ms: list[float] = []
+    same_ms: list[float] = []
     block = 10
     for start in range(0, turns, block):
         for i in range(start, min(turns, start + block)):
@@ -212,6 +248,10 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
             with Stopwatch() as watch:
                 floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
             floor_ms.append(watch.seconds * 1000)
+        for i in range(start, min(turns, start + block)):
+            with Stopwatch() as watch:
+                floor.turn(floor_numbers[i % len(floor_numbers)], text, reply, like_webhook=True)
+            same_ms.append(watch.seconds * 1000)
     plain.delete_table(TableName=table)
 
     def summary(values: list[float]) -> dict[str, float]:
@@ -222,10 +262,14 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         "turns": turns,
         "webhook": summary(hook_ms),
         "floor": summary(floor_ms),
+        "same": summary(same_ms),
         "webhook_calls": webhook_calls,
         "floor_calls": floor_calls,
+        "same_calls": same_calls,
     }
     result["ratio_p50"] = result["webhook"]["p50"] / result["floor"]["p50"]
+    result["ratio_same_p50"] = result["webhook"]["p50"] / result["same"]["p50"]
     log(f"  webhook p50 {result['webhook']['p50']:.1f} ms, floor p50 {result['floor']['p50']:.1f} ms, "
-        f"ratio {result['ratio_p50']:.2f}; webhook calls {webhook_calls}")
+        f"ratio {result['ratio_p50']:.2f}; same requests bare {result['same']['p50']:.1f} ms "
+        f"(ratio {result['ratio_same_p50']:.2f}); webhook calls {webhook_calls}")
     return result
