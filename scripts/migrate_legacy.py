@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,16 @@ def _legacy_messages(raw: Any) -> list[dict[str, Any]]:
     return [m for m in raw if isinstance(m, dict)]
 
 
+def _moment(text: str, fallback: str) -> datetime:
+    for candidate in (text, fallback, "1970-01-01T00:00:00Z"):
+        try:
+            moment = parse_iso(candidate)
+        except ValueError:
+            continue
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    raise AssertionError("unreachable")
+
+
 def migrate_item(storage: DynamoDBStorage, item: dict[str, Any], report: MigrationReport) -> None:
     """Copy one legacy item (one user's conversation) into the store."""
     user_id = str(item["user_id"])
@@ -89,14 +100,24 @@ def migrate_item(storage: DynamoDBStorage, item: dict[str, Any], report: Migrati
         metadata={"migrated_from": "legacy", **(metadata if isinstance(metadata, dict) else {})},
     ):
         report.conversations_created += 1
+    previous = None
     for index, raw in enumerate(messages):
         role = raw.get("role", "user")
+        original = str(raw.get("timestamp") or created_at)
+        metadata = dict(raw["metadata"]) if isinstance(raw.get("metadata"), dict) else {}
+        moment = _moment(original, created_at)
+        # Messages are ordered by time: keep the legacy array's order when
+        # timestamps tie or go backwards by nudging by a microsecond.
+        if previous is not None and moment <= previous:
+            moment = previous + timedelta(microseconds=1)
+            metadata["legacy_timestamp"] = original
+        previous = moment
         message = Message(
             content=str(raw.get("content", "")),
             role=role if role in ROLES else "user",
-            timestamp=str(raw.get("timestamp") or created_at),
+            timestamp=isoformat(moment),
             message_id=f"legacy-{conversation_id}-{index:06d}",
-            metadata=raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {},
+            metadata=metadata,
         )
         recorded = storage.append(user_id, message, conversation_id=conversation_id, idempotent=True)
         if recorded.created:

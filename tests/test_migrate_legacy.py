@@ -61,6 +61,9 @@ def test_migration_copies_once_and_keeps_order(storage):
         ("user", "same second"),
     ]
     assert manager.get_message_count(ALICE) == 3
+    # A tie in the legacy timestamps keeps the array's order; the original time is kept.
+    assert history[2].metadata == {"legacy_timestamp": "2024-03-01T10:00:02"}
+    assert history[1].metadata == {}
     assert manager.get_history(BOB) == []  # inactive legacy conversation is archived
     (bob_conversation,) = manager.list_conversations(BOB).items
     assert not bob_conversation.is_active
