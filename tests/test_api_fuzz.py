@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
+from schemathesis.specs.openapi.definitions import OPENAPI_30
 
 from app import create_app
 from app.openapi import build_document
@@ -89,7 +91,10 @@ def test_api_matches_its_openapi_document(fuzz_app, method, path):
 def test_served_document_is_valid_openapi(fuzz_app):
     """The served document loads as OpenAPI and lists every API route."""
     served = fuzz_app.test_client().get("/api/v1/openapi.json", headers=AUTH).get_json()
+    # The OpenAPI 3.0 meta-schema (as bundled with schemathesis), checked by jsonschema.
+    jsonschema.Draft4Validator(OPENAPI_30).validate(served)
     loaded = schemathesis.openapi.from_dict(served)
+    loaded.validate()
     operations = {(op.ok().method.upper(), op.ok().path) for op in loaded.get_all_operations()}
     routes = {
         (method, rule.rule.replace("<", "{").replace(">", "}"))
