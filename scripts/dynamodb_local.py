@@ -71,7 +71,7 @@ class DynamoDBLocal:
         """Return the URL boto3 should use."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "DynamoDBLocal":
+    def start(self, timeout: float = 30.0) -> DynamoDBLocal:
         """Start the server and wait until it accepts connections."""
         java = shutil.which("java")
         if java is None:
@@ -135,7 +135,7 @@ class DynamoDBLocal:
         if log is not None:
             log.close()
 
-    def __enter__(self) -> "DynamoDBLocal":
+    def __enter__(self) -> DynamoDBLocal:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -148,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--db-path", help="keep data in this folder (default: in memory)")
     args = parser.parse_args(argv)
+    server = DynamoDBLocal(args.port, args.db_path)
+    # Before start(): a SIGTERM while the JVM boots must still stop it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        server = DynamoDBLocal(args.port, args.db_path).start()
+        server.start()
     except DynamoDBLocalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):
+        server.stop()
+        return 0
     print(f"DynamoDB Local listening on {server.endpoint_url} (Ctrl-C stops it)", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         assert server.process is not None
         server.process.wait()

@@ -28,9 +28,8 @@ for _name, _value in {
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
-from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
-
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
+from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
 
 
 @pytest.fixture(scope="session")

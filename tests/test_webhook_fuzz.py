@@ -72,7 +72,12 @@ forms = st.builds(
 OUTCOMES: dict[int, int] = {}
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     form=forms,
     repeated=st.lists(st.tuples(st.sampled_from(FIELDS), field_value), max_size=3),
