@@ -287,9 +287,19 @@ class DynamoDBStorage:
         if self._ready or not self.auto_create:
             return
         with self._lock:
-            if not self._ready:
+            if self._ready:
+                return
+            # Look before creating: with a data-plane-only IAM identity the
+            # table exists and CreateTable would be denied.
+            try:
+                self.client.describe_table(TableName=self.table_name)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise self._wrap(exc, "DescribeTable") from exc
                 self.create_table()
-                self._ready = True
+            except _UNREACHABLE as exc:
+                raise StorageUnavailable(f"DynamoDB is unreachable: {exc}") from exc
+            self._ready = True
 
     def _ttl_value(self) -> int | None:
         if not self.ttl_days:

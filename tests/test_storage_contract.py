@@ -462,3 +462,15 @@ def test_unreachable_dynamodb_is_a_typed_error():
         ConversationManager(down).add_user_message(USER, "hello?")
     with pytest.raises(StorageUnavailable):
         down.ping()
+
+
+def test_auto_create_needs_no_admin_rights_when_the_table_exists(storage):
+    """A data-plane-only identity (CreateTable denied) still works with auto-create on."""
+    from tests.faults import FaultInjector
+
+    denied = (400, "com.amazonaws.dynamodb.v20120810#AccessDeniedException")
+    fresh = DynamoDBStorage(storage.table_name, client=storage.client)
+    with FaultInjector(storage.client, denied, times=10, operations=("CreateTable",)) as faults:
+        ConversationManager(fresh).add_user_message(USER, "least privilege")
+    assert faults.injected == 0
+    assert [m.content for m in ConversationManager(storage).get_history(USER)] == ["least privilege"]
