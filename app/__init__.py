@@ -38,6 +38,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         region_name=settings["AWS_REGION"],
         ttl_days=settings["CONVERSATION_TTL_DAYS"],
         auto_create=settings["DYNAMODB_AUTO_CREATE"],
+        # Short timeouts and few retries: a texter waits on every call, and
+        # Twilio gives up after 15 s.
+        connect_timeout=settings["DYNAMODB_CONNECT_TIMEOUT"],
+        read_timeout=settings["DYNAMODB_READ_TIMEOUT"],
+        max_retries=settings["DYNAMODB_MAX_RETRIES"],
     )
     app.extensions["dadacat.storage"] = storage
     app.extensions["dadacat.manager"] = settings.get("MANAGER") or ConversationManager(
@@ -67,4 +72,10 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._dadacat = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(logging.INFO)
+    # LOG_LEVEL applies to the bot's own loggers; libraries stay at WARNING so
+    # DEBUG never dumps request payloads (numbers, bodies, credentials).
+    for name in ("app", "conversation", "scripts"):
+        logging.getLogger(name).setLevel(level.upper())
+    for name in ("botocore", "boto3", "urllib3", "openai", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

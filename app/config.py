@@ -73,7 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
     Setting("AWS_REGION", "us-east-1", _str, "AWS region of the table."),
     Setting("AWS_ENDPOINT_URL", None, _str, "DynamoDB endpoint; set for DynamoDB Local (http://127.0.0.1:8000). Empty means AWS."),
-    Setting("DYNAMODB_AUTO_CREATE", True, _bool, "Create the table on first use if missing. Turn off in production (least privilege)."),
+    Setting("DYNAMODB_AUTO_CREATE", True, _bool, "Create the table on first use if missing (needs CreateTable; off is least privilege)."),
+    Setting("DYNAMODB_CONNECT_TIMEOUT", 1.0, _float, "Seconds to wait for a connection to DynamoDB."),
+    Setting("DYNAMODB_READ_TIMEOUT", 3.0, _float, "Seconds to wait for one DynamoDB answer."),
+    Setting("DYNAMODB_MAX_RETRIES", 1, _int, "Retries of a throttled or failed DynamoDB request (botocore standard mode); a texter is waiting."),
     Setting("CONVERSATION_TTL_DAYS", None, _float, "Delete conversations this many days after their last message (DynamoDB TTL). Empty keeps them."),
     # Memory
     Setting("HISTORY_MAX_MESSAGES", 20, _int, "Most earlier messages sent to the model with each text."),
@@ -100,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BLOCKED_NUMBERS", (), _list, "Comma-separated E.164 numbers that are never answered."),
     Setting("TURN_LEASE_SECONDS", 20.0, _float, "How long one number's turn may hold its lease before another worker may take over."),
     # Operations
-    Setting("LOG_LEVEL", "INFO", _str, "Logging level (DEBUG shows message bodies; INFO never does)."),
+    Setting("LOG_LEVEL", "INFO", _str, "Level of the bot's own logs; message bodies are never logged at INFO or above."),
+    Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -116,21 +120,29 @@ class Config(dict):
             raise AttributeError(name) from None
 
 
+_FROM_ENVIRONMENT = object()
+
+
 def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    dotenv_path: str | os.PathLike | None = ".env",
+    dotenv_path: Any = _FROM_ENVIRONMENT,
 ) -> Config:
-    """Read settings from ``.env``, the environment and ``overrides``, in that order.
+    """Read settings from the settings file, the environment and ``overrides``, in that order.
 
+    The settings file is ``DOTENV_FILE`` from the environment (``.env`` by
+    default; empty for none) unless ``dotenv_path`` names one.
     Values in ``overrides`` may be already typed (tests) or strings.
     :raises ConfigError: naming the first missing or malformed variable.
     """
+    source = os.environ if environ is None else environ
+    if dotenv_path is _FROM_ENVIRONMENT:
+        dotenv_path = source.get("DOTENV_FILE", ".env")
     raw: dict[str, Any] = {}
     if dotenv_path and Path(dotenv_path).is_file():
         raw.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    source = os.environ if environ is None else environ
+        raw.pop("DOTENV_FILE", None)
     raw.update({name: source[name] for name in _BY_NAME if name in source})
     extra: dict[str, Any] = {}
     for name, value in (overrides or {}).items():
@@ -169,5 +181,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must not be negative")
     if config["PERSONA_FILE"] and not Path(config["PERSONA_FILE"]).is_file():
         raise ConfigError(f"PERSONA_FILE {config['PERSONA_FILE']!r} does not exist")
+    for name in ("DYNAMODB_CONNECT_TIMEOUT", "DYNAMODB_READ_TIMEOUT"):
+        if not 0 < config[name] <= 30:
+            raise ConfigError(f"{name} must be above 0 and at most 30 seconds")
+    if not 0 <= config["DYNAMODB_MAX_RETRIES"] <= 10:
+        raise ConfigError("DYNAMODB_MAX_RETRIES must be between 0 and 10")
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")

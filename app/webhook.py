@@ -20,7 +20,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from app.limits import Limits, TurnLease, backoff_delays, is_before, waits_on_earlier
 from app.logutil import mask_number
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
-from conversation import ConversationError, StorageError, StorageUnavailable
+from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
 from conversation.models import Message
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,10 @@ class InboundText:
         number = (form.get("From") or "").strip()
         if not number:
             raise InvalidText("the form has no From number")
-        if len(number) > 64 or "#" in number:
-            raise InvalidText("From is not a phone number")
+        try:
+            check_user_id(number)
+        except ValueError:
+            raise InvalidText("From is not a phone number") from None
         token = headers.get("I-Twilio-Idempotency-Token") or None
         sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
         if not sid and token:
@@ -202,6 +204,9 @@ def inbound_sms() -> Response:
         message, created = record_text(manager, text, command)
         reply = None if created else manager.get_reply(text.number, message)
         if reply is None and command == "reset":
+            if message.metadata.get("unanswered"):  # opted out: reset, but send nothing
+                manager.reset_conversation(text.number)
+                return turn.finish("reset", twiml())
             reply = answer_reset(manager, text, message)
             return turn.finish("reset", twiml(reply.content, status_url(text)))
         if reply is not None:
@@ -308,7 +313,7 @@ def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[M
     metadata = text.metadata()
     if command:
         metadata["command"] = command
-    elif manager.is_opted_out(text.number):
+    if manager.is_opted_out(text.number):
         # Twilio would refuse to deliver a reply (error 21610): keep the text, skip the model.
         metadata["unanswered"] = "opted_out"
     recorded = manager.record_user_message(
@@ -463,7 +468,7 @@ def delivery_status() -> Response:
     inbound_sid = request.args.get("sid", "")
     number = (request.form.get("To") or "").strip()
     status = (request.form.get("MessageStatus") or "").strip().lower()
-    if not inbound_sid or not number or not status or "#" in number:
+    if not inbound_sid or not number or not status or not _valid_number(number):
         return plain(400, "bad request: need ?sid=, To and MessageStatus")
     manager = _ext("manager")
     try:
@@ -497,8 +502,8 @@ def health() -> tuple[Response, int]:
         _ext("storage").ping()
         body["storage"] = "ok"
         budget = _ext("limits").budget_status()
+        # Public endpoint: say whether the budget is spent, not how it is used.
         body["model_budget_spent"] = budget["spent"]
-        body["budget"] = budget
     except StorageError as exc:
         log.error("health: store unavailable: %s", exc)
         body.update(status="unavailable", storage="unreachable")
@@ -531,6 +536,14 @@ def status_url(text: InboundText) -> str:
     if base:
         return base.rstrip("/") + path
     return request.host_url.rstrip("/") + path
+
+
+def _valid_number(number: str) -> bool:
+    try:
+        check_user_id(number)
+    except ValueError:
+        return False
+    return True
 
 
 def _ext(name: str) -> Any:

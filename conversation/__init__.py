@@ -7,11 +7,12 @@ from conversation.errors import (
     ConversationError,
     ConversationNotFound,
     InvalidCursor,
+    InvalidUserId,
     MessageTooLarge,
     StorageError,
     StorageUnavailable,
 )
-from conversation.manager import ConversationManager
+from conversation.manager import ConversationManager, check_user_id
 from conversation.models import Conversation, Message, Page
 from conversation.storage import DynamoDBStorage
 
@@ -22,9 +23,11 @@ __all__ = [
     "ConversationNotFound",
     "DynamoDBStorage",
     "InvalidCursor",
+    "InvalidUserId",
     "Message",
     "MessageTooLarge",
     "Page",
     "StorageError",
     "StorageUnavailable",
+    "check_user_id",
 ]

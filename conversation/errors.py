@@ -27,3 +27,7 @@ class StorageUnavailable(StorageError):
 
 class TableMissing(StorageError):
     """The table does not exist and creating it on first use is turned off."""
+
+
+class InvalidUserId(ConversationError, ValueError):
+    """A user id is empty, too long or has a character the store reserves."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversation.errors import ConversationNotFound, MessageTooLarge
+from conversation.errors import ConversationNotFound, InvalidUserId, MessageTooLarge
 from conversation.models import Conversation, Message, Page, Recorded
 from conversation.storage import DynamoDBStorage
 
@@ -271,9 +271,13 @@ class ConversationManager:
         return bool(user and user.get("opted_out"))
 
 
-def _uid(user_id: str) -> str:
+def check_user_id(user_id: str) -> str:
+    """Return the user id stripped, or raise InvalidUserId if the store cannot key it."""
     if not isinstance(user_id, str) or not user_id.strip():
-        raise ValueError("user_id must be a non-empty string")
+        raise InvalidUserId("user_id must be a non-empty string")
     if len(user_id) > 256 or "#" in user_id:
-        raise ValueError("user_id must be at most 256 characters and contain no '#'")
+        raise InvalidUserId("user_id must be at most 256 characters and contain no '#'")
     return user_id.strip()
+
+
+_uid = check_user_id

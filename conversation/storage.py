@@ -171,6 +171,7 @@ class DynamoDBStorage:
         arguments (and boto3's usual credential chain) when omitted.
     :param ttl_days: when set, every item expires this many days after its last write.
     :param auto_create: create the table on first use when it is missing.
+    :param max_retries: retries botocore makes of a throttled or failed request.
     """
 
     def __init__(
@@ -183,7 +184,7 @@ class DynamoDBStorage:
         ttl_days: float | None = None,
         auto_create: bool = True,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
-        max_attempts: int = 3,
+        max_retries: int = 3,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         activity_lookback_days: int = DEFAULT_ACTIVITY_LOOKBACK_DAYS,
@@ -198,7 +199,7 @@ class DynamoDBStorage:
         self._client_args = {
             "endpoint_url": endpoint_url,
             "region_name": region_name,
-            "max_attempts": max_attempts,
+            "max_retries": max_retries,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
         }
@@ -230,7 +231,7 @@ class DynamoDBStorage:
                             # Throttling and transient errors are retried by
                             # botocore itself, with backoff and jitter; few
                             # retries, as a texter is waiting on each turn.
-                            retries={"mode": "standard", "max_attempts": args["max_attempts"]},
+                            retries={"mode": "standard", "max_attempts": args["max_retries"]},
                             connect_timeout=args["connect_timeout"],
                             read_timeout=args["read_timeout"],
                             max_pool_connections=50,

@@ -28,6 +28,14 @@ for _name, _value in {
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
+# Tests see only the settings they pass: none of the developer's environment or
+# .env (an OPENAI_API_KEY there must never reach a test). Subprocesses inherit this.
+from app.config import SETTINGS  # noqa: E402
+
+for _setting in SETTINGS:
+    os.environ.pop(_setting.name, None)
+os.environ["DOTENV_FILE"] = ""
+
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
 from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
 

@@ -170,7 +170,7 @@ def test_store_down_is_a_clean_error(moto_storage):
         endpoint_url="http://127.0.0.1:9",
         region_name="us-east-1",
         auto_create=False,
-        max_attempts=1,
+        max_retries=1,
         connect_timeout=0.2,
         read_timeout=0.2,
     )

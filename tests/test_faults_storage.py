@@ -17,7 +17,7 @@ def retrying_storage(local_storage):
         local_storage.table_name,
         endpoint_url=local_storage.client.meta.endpoint_url,
         region_name="us-east-1",
-        max_attempts=3,
+        max_retries=3,
     )
 
 
@@ -42,7 +42,7 @@ def test_persistent_faults_become_a_typed_error_and_write_nothing(retrying_stora
     with storm as faults:
         with pytest.raises(StorageError, match="ProvisionedThroughputExceeded"):
             manager.add_user_message(USER, "lost in the storm?", message_id="SMlost")
-    assert faults.injected == 4  # the first try plus max_attempts retries, then it gives up
+    assert faults.injected == 4  # the first try plus max_retries retries, then it gives up
     assert [m.content for m in manager.get_history(USER)] == ["before"]
     # The same MessageSid retried after the storm is stored exactly once.
     manager.add_user_message(USER, "lost in the storm?", message_id="SMlost")

@@ -76,7 +76,7 @@ def test_dynamodb_throttling_is_retried_and_the_turn_completes(local_storage, fa
 def test_dynamodb_unreachable_still_answers_logs_the_sid_and_health_says_503(fake, caplog, request):
     down = DynamoDBStorage(
         "unreachable", endpoint_url=f"http://127.0.0.1:{free_port()}", auto_create=False,
-        max_attempts=1, connect_timeout=0.3, read_timeout=0.5,
+        max_retries=1, connect_timeout=0.3, read_timeout=0.5,
     )
     request.addfinalizer(down.close)
     app = build_app(down, fake)
@@ -161,3 +161,59 @@ def test_retry_storm_calls_the_model_once_and_stores_once(local_storage, fake):
     assert [r.reply_to for r in replies] == [sid]
     conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
     assert conversation.message_count == 2
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_hanging_dynamodb_with_default_settings_answers_within_twilios_deadline(fake, caplog):
+    """DynamoDB accepts connections but never answers; the factory's defaults still answer in time."""
+    with SilentServer() as silent:
+        app = create_app({
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.port}",
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+        })
+        texter = Texter(app.test_client(), number=NUMBER)
+        sid = new_sid()
+        started = time.monotonic()
+        try:
+            response = texter.text("is anyone home?", sid=sid)
+        finally:
+            app.extensions["dadacat.storage"].close()
+        elapsed = time.monotonic() - started
+    assert silent.accepted  # the store really tried
+    assert response.status_code == 200
+    (answer,) = twiml_bodies(response.data)
+    assert answer.strip()
+    assert elapsed < 15, f"Twilio gives up after 15 s; this took {elapsed:.1f} s"
+    assert any(sid in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)

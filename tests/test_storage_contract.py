@@ -455,7 +455,7 @@ def test_unreachable_dynamodb_is_a_typed_error():
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         region_name="us-east-1",
         auto_create=False,
-        max_attempts=1,
+        max_retries=1,
         connect_timeout=0.5,
     )
     with pytest.raises(StorageUnavailable):
@@ -474,3 +474,102 @@ def test_auto_create_needs_no_admin_rights_when_the_table_exists(storage):
         ConversationManager(fresh).add_user_message(USER, "least privilege")
     assert faults.injected == 0
     assert [m.content for m in ConversationManager(storage).get_history(USER)] == ["least privilege"]
+
+
+class CallRecorder:
+    """Record every DynamoDB operation a client makes, with its parameters."""
+
+    def __init__(self, client):
+        self.client = getattr(client, "_client", client)
+        self.calls = []
+
+    def _record(self, model, params, **_kwargs):
+        self.calls.append((model.name, params))
+
+    @property
+    def operations(self):
+        return [name for name, _ in self.calls]
+
+    def __enter__(self):
+        self.client.meta.events.register("before-parameter-build.dynamodb", self._record)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.client.meta.events.unregister("before-parameter-build.dynamodb", self._record)
+
+
+def _turn(manager, index):
+    text = manager.record_user_message(USER, f"text {index}", message_id=f"SMturn{index}").message
+    history = manager.get_history(USER, 20)
+    manager.record_assistant_message(USER, f"reply {index}", reply_to=text, counters={"tokens": 3})
+    return history
+
+
+def test_a_turn_costs_the_same_requests_at_any_history_length(manager, storage):
+    """Constant cost: the same operations at 10 and at 300 messages, and no Scan."""
+    shapes = {}
+    for index in range(150):
+        if index in (5, 149):
+            with CallRecorder(storage.client) as recorder:
+                history = _turn(manager, index)
+            shapes[index] = recorder.operations
+            query = next(params for name, params in recorder.calls if name == "Query")
+            assert query["Limit"] == 20
+            assert query["ScanIndexForward"] is False
+            assert query["ConsistentRead"] is True
+            assert len(history) == min(20, 2 * index + 1)
+        else:
+            _turn(manager, index)
+    assert shapes[5] == shapes[149] == [
+        "GetItem", "TransactWriteItems",  # the text: active conversation, then one transaction
+        "GetItem", "Query",               # the context window: pointer, then the newest 20
+        "TransactWriteItems",             # the reply
+    ]
+
+
+def test_no_listing_scans(manager, storage):
+    for number in ("+15550007001", "+15550007002"):
+        manager.add_user_message(number, "hi")
+    with CallRecorder(storage.client) as recorder:
+        cid = manager.list_conversations("+15550007001").items[0].conversation_id
+        manager.list_messages("+15550007001", cid, newest_first=True)
+        manager.list_recent_conversations(limit=5)
+        manager.conversation_stats("+15550007001", cid)
+        manager.export_user("+15550007001")
+        manager.erase_user("+15550007002")
+    assert recorder.operations
+    assert "Scan" not in recorder.operations
+
+
+def test_seed_example_runs_verbatim_in_a_fresh_process(ddb_local, tmp_path):
+    """Run the seed's python block unchanged, with the seed's own environment settings."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "tests" / "data" / "seed_usage_example.py").read_text()
+    block = example.split("\n", 2)[2]  # after the provenance and lint comments
+    seed = root.parent / "shared" / "seeds" / "001_98c5563487c2c7b1.txt"
+    if seed.exists():  # where the design document sits beside the repo, the copy must match it
+        assert block == re.search(r"```python\n(.*?)```", seed.read_text(), re.S).group(1)
+    script = tmp_path / "seed_example.py"
+    script.write_text(block + "\nprint(formatted_history)\nprint(manager.get_message_count('+1234567890'))\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "fakeAccessKeyId",
+        "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey",
+    }
+    env.pop("AWS_SESSION_TOKEN", None)
+    result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == ("[{'role': 'user', 'content': 'Hello DadaCat!'}, "
+                         "{'role': 'assistant', 'content': 'meow, human!'}]")
+    assert lines[-1] == "0"

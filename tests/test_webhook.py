@@ -284,7 +284,27 @@ def test_opted_out_number_is_not_answered_until_start(texter, responder, manager
     ]
 
 
+def test_opted_out_reset_archives_but_sends_nothing(texter, responder, manager):
+    texter.text("hello")
+    before = manager.get_or_create_conversation(NUMBER).conversation_id
+    texter.text("stop", OptOutType="STOP")
+    assert_empty(texter.text("reset"))
+    assert manager.get_or_create_conversation(NUMBER).conversation_id != before
+    assert len(responder.calls) == 1
+
+
 # ---------------------------------------------------------------- duplicates
+
+
+def test_retry_without_message_sid_is_matched_by_idempotency_token(texter, responder, manager):
+    params = texter.params("no sid here")
+    del params["MessageSid"]
+    headers = {"I-Twilio-Idempotency-Token": "tok-123"}
+    first = texter.post(params, headers=headers)
+    second = texter.post(params, headers=headers)
+    assert only_body(first) == only_body(second) == "meow: no sid here"
+    assert len(responder.calls) == 1
+    assert [m.content for m in manager.get_history(NUMBER)] == ["no sid here", "meow: no sid here"]
 
 
 def test_retried_delivery_gets_the_same_reply_without_a_model_call(texter, responder, manager):

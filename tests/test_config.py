@@ -1,0 +1,66 @@
+"""Configuration: one place reads it, validates it, and names what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from app.config import SETTINGS, ConfigError, load_config
+
+
+def test_missing_auth_token_fails_at_start_up_naming_it():
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        create_app({})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RATE_LIMIT_PER_DAY", "abc"),
+        ("TWILIO_VALIDATE_SIGNATURE", "maybe"),
+        ("REPLY_DEADLINE_SECONDS", "20"),
+        ("REPLY_MAX_CHARS", "5000"),
+        ("DYNAMODB_READ_TIMEOUT", "0"),
+        ("HISTORY_MAX_MESSAGES", "-1"),
+        ("PERSONA_FILE", "/nonexistent/persona.txt"),
+    ],
+)
+def test_malformed_values_are_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_config(environ={"TWILIO_AUTH_TOKEN": "t", name: value}, dotenv_path=None)
+
+
+def test_file_then_environment_then_overrides(tmp_path):
+    dotenv = tmp_path / "settings.env"
+    dotenv.write_text("TWILIO_AUTH_TOKEN=from-file\nOPENAI_MODEL=file-model\nRATE_LIMIT_PER_DAY=5\n")
+    config = load_config(
+        {"RATE_LIMIT_PER_DAY": 9},
+        environ={"OPENAI_MODEL": "env-model", "DOTENV_FILE": str(dotenv)},
+    )
+    assert config["TWILIO_AUTH_TOKEN"] == "from-file"
+    assert config["OPENAI_MODEL"] == "env-model"
+    assert config["RATE_LIMIT_PER_DAY"] == 9
+
+
+def test_empty_settings_file_name_reads_no_file(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("TWILIO_AUTH_TOKEN=should-not-be-read\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false", "DOTENV_FILE": ""})[
+        "TWILIO_AUTH_TOKEN"] is None
+    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false"})[
+        "TWILIO_AUTH_TOKEN"] == "should-not-be-read"
+
+
+def test_defaults_and_types():
+    config = load_config(environ={"TWILIO_AUTH_TOKEN": "t", "OPENAI_FALLBACK_MODELS": "a, b,,c"},
+                         dotenv_path=None)
+    assert config["OPENAI_FALLBACK_MODELS"] == ("a", "b", "c")
+    assert config["TWILIO_VALIDATE_SIGNATURE"] is True
+    assert config["DYNAMODB_TABLE_NAME"] == "DadaCatConversations"
+    assert config["REPLY_DEADLINE_SECONDS"] == 10.0
+    assert set(config) >= {setting.name for setting in SETTINGS}
+
+
+def test_secrets_are_marked():
+    secrets = {setting.name for setting in SETTINGS if setting.secret}
+    assert secrets == {"TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADMIN_API_TOKEN"}
