@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run sms test bench lint docs install install-dev node clean
+.PHONY: run sms test bench lint docs install install-dev clean
 
 # Bot port for `make run` / `make sms`; DYNAMODB_LOCAL=auto|jar|docker picks DynamoDB Local's source.
 PORT ?= 5000
@@ -42,6 +42,7 @@ sms: $(VENV)/.installed
 # The DynamoDB Local tier starts its own server from node_modules, so it never skips.
 test: install-dev
 	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 docs: $(VENV)/.installed

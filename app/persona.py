@@ -462,7 +462,11 @@ def _classify(exc: BaseException) -> _AttemptFailed:
             return _AttemptFailed(f"http_{code}", wait=_retry_after(exc.response))
         # 400/401/403/404/422: this model will not answer this request; try the next one.
         return _AttemptFailed(f"http_{code}", retry=False)
-    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError):
+    import pydantic
+
+    # Only what a malformed answer raises; a TypeError from our own call is a bug
+    # and goes to the log with its traceback.
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | pydantic.ValidationError):
         return _AttemptFailed("malformed")
     if isinstance(exc, openai.OpenAIError):
         return _AttemptFailed(type(exc).__name__)
