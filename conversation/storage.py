@@ -892,53 +892,7 @@ class DynamoDBStorage:
                     }
                 }
             )
-        now = isoformat(utc_now())
-        names = {"#rc": f"{message.role}_count"}
-        values: dict[str, Any] = {
-            ":one": _n(1),
-            ":now": _s(now),
-            ":ts": _s(message.timestamp),
-            ":preview": _s(message.content[:PREVIEW_CHARS] or ("[media]" if message.media_urls else "")),
-            ":role": _s(message.role),
-            ":gpk": _s(f"A#{now[:10]}"),
-            ":gsk": _s(f"{now[:16]}#{user_id}#{cid}"),
-        }
-        adds = ["message_count :one", "#rc :one"]
-        for index, (name, amount) in enumerate(sorted((counters or {}).items())):
-            if not name.isidentifier():
-                raise ValueError(f"counter name {name!r} is not an identifier")
-            names[f"#c{index}"] = f"ctr_{name}"
-            values[f":c{index}"] = _n(int(amount))
-            adds.append(f"#c{index} :c{index}")
-        sets = [
-            "updated_at = :now",
-            "last_message_at = :ts",
-            "preview = :preview",
-            "last_role = :role",
-            # Minute-grained activity key: the keys-only index is rewritten at
-            # most once a minute per conversation, not on every message.
-            "gsi1pk = :gpk",
-            "gsi1sk = :gsk",
-        ]
-        if "expires_at" in item:
-            sets.append("expires_at = :exp")
-            values[":exp"] = item["expires_at"]
-        condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
-        if not pinned:
-            condition += " AND is_active = :t"
-            values[":t"] = {"BOOL": True}
-        items.append(
-            {
-                "Update": {
-                    "TableName": self.table_name,
-                    "Key": {"pk": pk, "sk": _s(_conv_sk(cid))},
-                    "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                }
-            }
-        )
+        items.append(self._batch_header_update(user_id, cid, [message], counters, pinned, create=False))
         return items
 
     # ------------------------------------------------- batches (agent sessions)
@@ -1069,6 +1023,8 @@ class DynamoDBStorage:
             "last_message_at = :ts",
             "preview = :preview",
             "last_role = :role",
+            # Minute-grained activity key: the keys-only index is rewritten at
+            # most once a minute per conversation, not on every message.
             "gsi1pk = :gpk",
             "gsi1sk = :gsk",
         ]
