@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "default: GUNICORN_THREADS doubled, then WEB_CONCURRENCY doubled")
     parser.add_argument("--parts", default="storage,webhook,concurrency", help="which parts to run")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--json", type=Path, help="also save the raw results here")
+    parser.add_argument("--json", type=Path, default=Path("/tmp/dadacat-bench-results.json"),
+                        help="also save the raw results here (default /tmp/dadacat-bench-results.json)")
     return parser.parse_args(argv)
 
 
@@ -62,6 +63,10 @@ def default_alternatives(settings: dict[str, Any]) -> list[dict[str, str]]:
     except ValueError:
         workers, threads = 2, 8
     return [{"GUNICORN_THREADS": str(threads * 2)}, {"WEB_CONCURRENCY": str(workers * 2)}]
+
+
+def _p99(run: dict[str, Any]) -> str:
+    return "unanswered (over 30 s)" if run["p99"] >= 30 else f"{run['p99']:.1f} s"
 
 
 def concurrency_notes(conc: dict[str, Any]) -> list[str]:
@@ -82,7 +87,7 @@ def concurrency_notes(conc: dict[str, Any]) -> list[str]:
             f"- {setting} (workers={alt['settings'].get('workers')}, "
             f"threads={alt['settings'].get('threads')}): "
             f"at N = {alt['texters']} throughput {top['throughput']:.1f} -> {alt['throughput']:.1f} turns/s, "
-            f"p99 {top['p99']:.1f} -> {alt['p99']:.1f} s, within 15 s {top['within_15s']:.0%} -> "
+            f"p99 {_p99(top)} -> {_p99(alt)}, within 15 s {top['within_15s']:.0%} -> "
             f"{alt['within_15s']:.0%}, RSS per worker up to {max(alt['rss_mb'] or [0]):.0f} MB."
         )
     return notes
