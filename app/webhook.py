@@ -220,8 +220,7 @@ def inbound_sms() -> Response:
             return turn.finish("busy", twiml(answer, status_url(text)))
         # Another attempt at this text (a retry, or the first attempt when this is the
         # retry) may have answered or silenced it while we waited for the turn.
-        message = manager.get_message(text.number, message.message_id) or message
-        reply = manager.get_reply(text.number, message)
+        message, reply = current_state(manager, text, message, history)
         if reply is not None:
             return turn.finish("duplicate", twiml(reply.content, status_url(text)))
         if message.metadata.get("unanswered"):
@@ -313,12 +312,15 @@ def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[M
     metadata = text.metadata()
     if command:
         metadata["command"] = command
-    if manager.is_opted_out(text.number):
+    # One read gives both the opt-out state and the conversation to append to.
+    state = manager.get_user_state(text.number)
+    if state["opted_out"]:
         # Twilio would refuse to deliver a reply (error 21610): keep the text, skip the model.
         metadata["unanswered"] = "opted_out"
     recorded = manager.record_user_message(
         text.number, text.body, message_id=text.sid,
         media_urls=text.media_urls, metadata=metadata,
+        conversation_hint=state["active_conversation_id"],
     )
     return recorded.message, recorded.created
 
@@ -346,7 +348,10 @@ def take_turn(
     for delay in backoff_delays():
         if lease.try_acquire():
             try:
-                history = manager.get_history(text.number, limit)
+                # The text's own conversation: one Query, no pointer read.
+                history = manager.get_history(
+                    text.number, limit, conversation_id=message.conversation_id
+                )
             except BaseException:
                 release(lease, text)  # the view never saw this lease, so it cannot release it
                 raise
@@ -364,6 +369,24 @@ def take_turn(
         waits += 1
         time.sleep(delay)
     raise AssertionError("unreachable")  # backoff_delays never ends
+
+
+def current_state(
+    manager: Any, text: InboundText, message: Message, history: list[Message]
+) -> tuple[Message, Message | None]:
+    """Return the text as stored now and its reply, if any, from the history read under the lease.
+
+    A reply sorts right after its text, so both are in the window unless many
+    texts arrived since; then they are read directly.
+    """
+    for index, item in enumerate(history):
+        if item.message_id == message.message_id and item.role == "user":
+            following = history[index + 1] if index + 1 < len(history) else None
+            if following is not None and following.reply_to == item.message_id:
+                return item, following
+            return item, None
+    stored = manager.get_message(text.number, message.message_id) or message
+    return stored, manager.get_reply(text.number, stored)
 
 
 def release(lease: TurnLease, text: InboundText) -> None:

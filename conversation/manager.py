@@ -50,8 +50,13 @@ class ConversationManager:
         message_id: str | None = None,
         media_urls: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        conversation_hint: str | None = None,
     ) -> Recorded:
-        """Store a user's message once; a repeated ``message_id`` returns the first copy."""
+        """Store a user's message once; a repeated ``message_id`` returns the first copy.
+
+        ``conversation_hint`` is the active conversation id from :meth:`get_user_state`,
+        if the caller has it (saves a read).
+        """
         self._check(content)
         message = Message(
             content=content,
@@ -61,7 +66,9 @@ class ConversationManager:
         )
         if message_id:
             message.message_id = message_id
-        return self.storage.append(_uid(user_id), message, idempotent=bool(message_id))
+        return self.storage.append(
+            _uid(user_id), message, idempotent=bool(message_id), active_hint=conversation_hint
+        )
 
     def add_user_message(
         self,
@@ -135,16 +142,29 @@ class ConversationManager:
         )
         return conversation
 
-    def get_history(self, user_id: str, limit: int | None = None) -> list[Message]:
-        """Return the newest messages of the active conversation, oldest first.
+    def get_history(
+        self, user_id: str, limit: int | None = None, *, conversation_id: str | None = None
+    ) -> list[Message]:
+        """Return the newest messages of a conversation (the active one by default), oldest first.
 
-        Costs one GetItem (the active conversation pointer) and one Query.
+        Costs one Query, plus one GetItem (the active conversation pointer)
+        when no ``conversation_id`` is given.
         """
-        user = self.storage.get_user(_uid(user_id))
-        if not user or not user.get("active_cid"):
-            return []
         limit = self.history_limit if limit is None else limit
-        return self.storage.recent_messages(_uid(user_id), user["active_cid"], limit)
+        if conversation_id is None:
+            user = self.storage.get_user(_uid(user_id))
+            if not user or not user.get("active_cid"):
+                return []
+            conversation_id = user["active_cid"]
+        return self.storage.recent_messages(_uid(user_id), conversation_id, limit)
+
+    def get_user_state(self, user_id: str) -> dict[str, Any]:
+        """Return the number's opt-out state and active conversation id, in one read."""
+        user = self.storage.get_user(_uid(user_id)) or {}
+        return {
+            "opted_out": bool(user.get("opted_out")),
+            "active_conversation_id": user.get("active_cid"),
+        }
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:
         """Return a message stored under a caller-given id, or None."""
@@ -267,8 +287,7 @@ class ConversationManager:
 
     def is_opted_out(self, user_id: str) -> bool:
         """Return whether the number has opted out."""
-        user = self.storage.get_user(_uid(user_id))
-        return bool(user and user.get("opted_out"))
+        return self.get_user_state(user_id)["opted_out"]
 
 
 def check_user_id(user_id: str) -> str:

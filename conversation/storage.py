@@ -802,6 +802,7 @@ class DynamoDBStorage:
         idempotent: bool = False,
         reply_to: Message | None = None,
         counters: dict[str, int] | None = None,
+        active_hint: str | None = None,
     ) -> Recorded:
         """Append a message with one transactional write; return it and whether it is new.
 
@@ -810,6 +811,8 @@ class DynamoDBStorage:
         With ``reply_to`` the message is stored as *the* reply to that message
         (one per message), right after it, in the same conversation.
         ``counters`` are added to the conversation header's counters atomically.
+        ``active_hint`` is the active conversation id if the caller just read it;
+        it saves a read, and a stale hint only costs a retry.
         """
         if reply_to is not None:
             if not reply_to.position or not reply_to.conversation_id:
@@ -819,7 +822,12 @@ class DynamoDBStorage:
         self._check_size(self._message_item(user_id, message, "M#" + "x" * 64), "message")
         pinned = conversation_id is not None
         for attempt in range(_TX_ATTEMPTS):
-            cid = conversation_id if pinned else self._active_id(user_id)
+            if pinned:
+                cid = conversation_id
+            elif attempt == 0 and active_hint:
+                cid = active_hint
+            else:
+                cid = self._active_id(user_id)
             if reply_to is not None:
                 sk = f"M#{cid}#{reply_to.position}#R"
             else:

@@ -71,3 +71,25 @@ class FaultInjector:
     def __exit__(self, *exc_info):
         for event in self._events():
             self.client.meta.events.unregister(event, self._handler)
+
+
+class CallRecorder:
+    """Record every DynamoDB operation a client makes, with its parameters."""
+
+    def __init__(self, client):
+        self.client = getattr(client, "_client", client)
+        self.calls = []
+
+    def _record(self, model, params, **_kwargs):
+        self.calls.append((model.name, params))
+
+    @property
+    def operations(self):
+        return [name for name, _ in self.calls]
+
+    def __enter__(self):
+        self.client.meta.events.register("before-parameter-build.dynamodb", self._record)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.client.meta.events.unregister("before-parameter-build.dynamodb", self._record)

@@ -17,7 +17,7 @@ from app import create_app
 from conversation import DynamoDBStorage
 from scripts.dynamodb_local import free_port
 from tests.fake_openai import FakeOpenAI, hang, reply, status
-from tests.faults import INTERNAL, THROTTLED, FaultInjector
+from tests.faults import INTERNAL, THROTTLED, CallRecorder, FaultInjector
 from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
 
 NUMBER = "+15550004444"
@@ -217,3 +217,17 @@ def test_hanging_dynamodb_with_default_settings_answers_within_twilios_deadline(
     assert answer.strip()
     assert elapsed < 15, f"Twilio gives up after 15 s; this took {elapsed:.1f} s"
     assert any(sid in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+def test_a_steady_turn_makes_six_dynamodb_requests(local_storage, fake):
+    """One read, the text's transaction, the lease, the window, the reply's transaction, the release."""
+    app = build_app(local_storage, fake)
+    texter = Texter(app.test_client(), number=NUMBER)
+    for index in range(3):
+        texter.text(f"warm up {index}")
+    with CallRecorder(local_storage.client) as recorder:
+        response = texter.text("count my requests")
+    assert twiml_bodies(response.data) == [fake.default.text]
+    assert recorder.operations == [
+        "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "DeleteItem",
+    ]

@@ -21,6 +21,7 @@ from conversation import (
     StorageUnavailable,
 )
 from conversation.errors import TableMissing
+from tests.faults import CallRecorder
 
 USER = "+15550001111"
 
@@ -474,28 +475,6 @@ def test_auto_create_needs_no_admin_rights_when_the_table_exists(storage):
         ConversationManager(fresh).add_user_message(USER, "least privilege")
     assert faults.injected == 0
     assert [m.content for m in ConversationManager(storage).get_history(USER)] == ["least privilege"]
-
-
-class CallRecorder:
-    """Record every DynamoDB operation a client makes, with its parameters."""
-
-    def __init__(self, client):
-        self.client = getattr(client, "_client", client)
-        self.calls = []
-
-    def _record(self, model, params, **_kwargs):
-        self.calls.append((model.name, params))
-
-    @property
-    def operations(self):
-        return [name for name, _ in self.calls]
-
-    def __enter__(self):
-        self.client.meta.events.register("before-parameter-build.dynamodb", self._record)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.client.meta.events.unregister("before-parameter-build.dynamodb", self._record)
 
 
 def _turn(manager, index):
