@@ -12,9 +12,11 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
 # Threaded workers: a reply waits seconds on the model, and a sync worker
-# would sit idle for all of them while other texts queue.
+# would sit idle for all of them while other texts queue. A waiting thread
+# costs little memory, and workers x threads is how many texts can wait on
+# the model at once (docs/benchmarks.md, part 3), so allow many.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 
 # Twilio gives up after about 15 s; the app answers within REPLY_DEADLINE_SECONDS
 # (at most 14). Kill a worker only well after that.
