@@ -313,7 +313,9 @@ class OpenAIResponder:
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dadacat-model")
+                # Every request thread waiting on the model holds one of these, so the
+                # pool must not be smaller than gunicorn's threads (threads start lazily).
+                self._executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="dadacat-model")
             return self._executor
 
     def close(self) -> None:
