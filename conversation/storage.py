@@ -1267,22 +1267,7 @@ class DynamoDBStorage:
         """Return the newest ``limit`` messages, oldest first, with one Query."""
         if limit <= 0:
             return []
-        filter_expression, filter_values = self._alive_filter()
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            FilterExpression=filter_expression,
-            ExpressionAttributeValues={
-                ":pk": _s(_user_pk(user_id)),
-                ":prefix": _s(_msg_prefix(conversation_id)),
-                **filter_values,
-            },
-            ScanIndexForward=False,
-            Limit=limit,
-            ConsistentRead=True,
-        )
-        messages = [self._message_from_item(item) for item in response.get("Items", [])]
+        messages = self._query_messages(user_id, conversation_id, forward=False, limit=limit)
         messages.reverse()
         return messages
 
@@ -1466,26 +1451,30 @@ class DynamoDBStorage:
 
     def first_and_last(self, user_id: str, conversation_id: str) -> tuple[Message | None, Message | None]:
         """Return a conversation's first and last message (two one-item Queries)."""
-        ends = []
-        for forward in (True, False):
-            filter_expression, filter_values = self._alive_filter()
-            response = self._call(
-                "query",
-                TableName=self.table_name,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                FilterExpression=filter_expression,
-                ExpressionAttributeValues={
-                    ":pk": _s(_user_pk(user_id)),
-                    ":prefix": _s(_msg_prefix(conversation_id)),
-                    **filter_values,
-                },
-                ScanIndexForward=forward,
-                Limit=1,
-                ConsistentRead=True,
-            )
-            items = response.get("Items", [])
-            ends.append(self._message_from_item(items[0]) if items else None)
-        return ends[0], ends[1]
+        first = self._query_messages(user_id, conversation_id, forward=True, limit=1)
+        last = self._query_messages(user_id, conversation_id, forward=False, limit=1)
+        return (first[0] if first else None), (last[0] if last else None)
+
+    def _query_messages(
+        self, user_id: str, conversation_id: str, *, forward: bool, limit: int
+    ) -> list[Message]:
+        """Return up to ``limit`` live messages from one end of a conversation (one Query)."""
+        filter_expression, filter_values = self._alive_filter()
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            FilterExpression=filter_expression,
+            ExpressionAttributeValues={
+                ":pk": _s(_user_pk(user_id)),
+                ":prefix": _s(_msg_prefix(conversation_id)),
+                **filter_values,
+            },
+            ScanIndexForward=forward,
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        return [self._message_from_item(item) for item in response.get("Items", [])]
 
     # ------------------------------------------------------------ deletion
 
