@@ -97,6 +97,24 @@ def local_storage(ddb_local):
     storage.close()
 
 
+@pytest.fixture
+def unreachable_storage():
+    """Return a store whose endpoint refuses connections (nothing listens on the port)."""
+    from scripts.dynamodb_local import free_port
+
+    storage = DynamoDBStorage(
+        "unreachable",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        auto_create=False,
+        max_retries=1,
+        connect_timeout=0.3,
+        read_timeout=0.5,
+    )
+    yield storage
+    storage.close()
+
+
 @pytest.fixture(params=["moto", "dynamodb_local"])
 def storage(request):
     """Return a store on each backend in turn: moto, then a real DynamoDB Local."""

@@ -579,17 +579,8 @@ def test_operator_actions_are_logged_with_masked_numbers(api, manager, caplog):
 # ----------------------------------------------------------- store trouble
 
 
-def test_unreachable_store_is_503_json(moto_storage):
-    down = DynamoDBStorage(
-        "t-down",
-        endpoint_url="http://127.0.0.1:9",
-        region_name="us-east-1",
-        auto_create=False,
-        max_retries=1,
-        connect_timeout=0.2,
-        read_timeout=0.2,
-    )
-    app = create_app({"STORAGE": down, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+def test_unreachable_store_is_503_json(unreachable_storage):
+    app = create_app({"STORAGE": unreachable_storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
     api = Api(app.test_client())
     response = api.get(f"/numbers/{enc(ALICE)}/conversations")
     assert_error(response, 503, "storage_unavailable")

@@ -164,17 +164,8 @@ def test_erase_asks_first_and_is_safe_to_repeat(run, manager, caplog):
     assert again.exit_code == 0 and again.stdout.strip() == "erased 0 items"
 
 
-def test_store_down_is_a_clean_error(moto_storage):
-    down = DynamoDBStorage(
-        "t-down",
-        endpoint_url="http://127.0.0.1:9",
-        region_name="us-east-1",
-        auto_create=False,
-        max_retries=1,
-        connect_timeout=0.2,
-        read_timeout=0.2,
-    )
-    app = create_app({"STORAGE": down, "TWILIO_AUTH_TOKEN": "t"})
+def test_store_down_is_a_clean_error(unreachable_storage):
+    app = create_app({"STORAGE": unreachable_storage, "TWILIO_AUTH_TOKEN": "t"})
     result = app.test_cli_runner().invoke(args=["conversations", "list", ALICE])
     assert result.exit_code == 1
     assert "conversation store failed" in result.output

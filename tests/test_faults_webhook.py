@@ -15,7 +15,6 @@ import pytest
 
 from app import create_app
 from conversation import DynamoDBStorage
-from scripts.dynamodb_local import free_port
 from tests.fake_openai import FakeOpenAI, hang, reply, status
 from tests.faults import INTERNAL, THROTTLED, CallRecorder, FaultInjector
 from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
@@ -73,13 +72,10 @@ def test_dynamodb_throttling_is_retried_and_the_turn_completes(local_storage, fa
     assert len(fake.requests) == 1
 
 
-def test_dynamodb_unreachable_still_answers_logs_the_sid_and_health_says_503(fake, caplog, request):
-    down = DynamoDBStorage(
-        "unreachable", endpoint_url=f"http://127.0.0.1:{free_port()}", auto_create=False,
-        max_retries=1, connect_timeout=0.3, read_timeout=0.5,
-    )
-    request.addfinalizer(down.close)
-    app = build_app(down, fake)
+def test_dynamodb_unreachable_still_answers_logs_the_sid_and_health_says_503(
+    fake, caplog, unreachable_storage
+):
+    app = build_app(unreachable_storage, fake)
     texter = Texter(app.test_client(), number=NUMBER)
     sid = new_sid()
     caplog.set_level(logging.INFO)

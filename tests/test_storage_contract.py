@@ -448,17 +448,8 @@ def test_missing_table_without_auto_create_is_a_clear_error(storage):
         strict.get_user(USER)
 
 
-def test_unreachable_dynamodb_is_a_typed_error():
-    from scripts.dynamodb_local import free_port
-
-    down = DynamoDBStorage(
-        "x",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        region_name="us-east-1",
-        auto_create=False,
-        max_retries=1,
-        connect_timeout=0.5,
-    )
+def test_unreachable_dynamodb_is_a_typed_error(unreachable_storage):
+    down = unreachable_storage
     with pytest.raises(StorageUnavailable):
         ConversationManager(down).add_user_message(USER, "hello?")
     with pytest.raises(StorageUnavailable):
