@@ -888,6 +888,8 @@ class DynamoDBStorage:
             }
         ]
         if idempotent:
+            # The message says it has a marker, so a hard delete removes exactly those.
+            item["marked"] = {"BOOL": True}
             marker = {"pk": pk, "sk": _s(_marker_sk(message.message_id)), "msg_sk": _s(sk)}
             if "expires_at" in item:
                 marker["expires_at"] = item["expires_at"]
@@ -1518,11 +1520,13 @@ class DynamoDBStorage:
         self.reset_if_active(user_id, conversation_id)
         message_keys = []
         marker_keys = []
-        for item in self._iter_partition(user_id, _msg_prefix(conversation_id), ("sk", "message_id")):
+        attributes = ("sk", "message_id", "marked")
+        for item in self._iter_partition(user_id, _msg_prefix(conversation_id), attributes):
             message_keys.append(item["sk"]["S"])
-            marker_keys.append(_marker_sk(item["message_id"]["S"]))
+            if item.get("marked", {}).get("BOOL"):
+                marker_keys.append(_marker_sk(item["message_id"]["S"]))
         # Markers first, header last: a retry after a crash still finds the header.
-        deleted = self._delete_keys(user_id, marker_keys, count_only_existing=True)
+        deleted = self._delete_keys(user_id, marker_keys)
         deleted += self._delete_keys(user_id, message_keys)
         if existed:
             deleted += self._delete_keys(user_id, [_conv_sk(conversation_id)])
@@ -1582,8 +1586,7 @@ class DynamoDBStorage:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def _delete_keys(self, user_id: str, sort_keys: list[str], count_only_existing: bool = False) -> int:
-        del count_only_existing  # batch deletes do not say whether an item existed
+    def _delete_keys(self, user_id: str, sort_keys: list[str]) -> int:
         pk = _s(_user_pk(user_id))
         deleted = 0
         for start in range(0, len(sort_keys), 25):

@@ -246,13 +246,15 @@ def test_reset_racing_appends_never_writes_into_an_archived_conversation(manager
 
 def test_soft_delete_hides_and_hard_delete_removes(manager):
     manager.add_user_message(USER, "keep me?", message_id="SMdel")
+    manager.add_assistant_message(USER, "a reply has no marker", reply_to="SMdel")
+    manager.add_user_message(USER, "no id, no marker")
     cid = manager.get_or_create_conversation(USER).conversation_id
     manager.delete_conversation(USER, cid)
     assert manager.list_conversations(USER).items == []
     assert manager.get_conversation(USER, cid).deleted_at is not None
     assert manager.get_history(USER) == []
     deleted = manager.delete_conversation(USER, cid, hard=True)
-    assert deleted == 3  # header, message, message-id marker
+    assert deleted == 5  # header, three messages, one message-id marker
     with pytest.raises(ConversationNotFound):
         manager.get_conversation(USER, cid)
     assert manager.get_message(USER, "SMdel") is None

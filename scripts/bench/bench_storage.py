@@ -101,7 +101,7 @@ class OurStore:
                 message = Message(content=content, role="user", timestamp=moment,
                                   message_id="SM" + uuid.uuid4().hex)
                 sk = f"M#{cid}#{_time_key(moment)}#{secrets.token_hex(4)}"
-                items.append(storage._message_item(user_id, message, sk))
+                items.append({**storage._message_item(user_id, message, sk), "marked": {"BOOL": True}})
                 items.append({"pk": {"S": _user_pk(user_id)}, "sk": {"S": _marker_sk(message.message_id)},
                               "msg_sk": {"S": sk}})
                 parent_sk, parent_id = sk, message.message_id
