@@ -39,9 +39,11 @@ run: $(RUN_NEEDS)
 sms: $(VENV)/.installed
 	$(PY) scripts/sms.py --port $(PORT)
 
-# The DynamoDB Local tier starts its own server from node_modules, so it never skips.
+# The DynamoDB Local tier starts its own server from node_modules, so it never skips;
+# the browser tests drive Debian's chromium, installed here when missing.
 test: install-dev
 	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@scripts/ensure_chromium.sh
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
