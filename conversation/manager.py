@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conversation.errors import ConversationNotFound, InvalidUserId, MessageTooLarge
-from conversation.models import Conversation, Message, Page, Recorded
+from conversation.models import Conversation, Message, Page, Recorded, Summary
 from conversation.storage import DynamoDBStorage
 
 # An SMS body is at most 1,600 characters; replies are held to the same cap.
@@ -227,6 +227,17 @@ class ConversationManager:
             "duration_seconds": duration,
             "counters": dict(conversation.counters),
         }
+
+    # -------------------------------------------------------------- summary
+
+    def get_summary(self, user_id: str, conversation_id: str) -> Summary | None:
+        """Return a conversation's running summary (None before the first one)."""
+        return self.get_conversation(user_id, conversation_id).summary
+
+    def clear_summary(self, user_id: str, conversation_id: str) -> bool:
+        """Forget a conversation's summary; False when it had none."""
+        self.get_conversation(user_id, conversation_id)
+        return self.storage.clear_summary(_uid(user_id), conversation_id)
 
     # ---------------------------------------------------------- life cycle
 

@@ -74,6 +74,30 @@ class Message:
 
 
 @dataclass
+class Summary:
+    """The running summary of a conversation's earlier messages.
+
+    ``upto`` is the position of the newest message folded into it and ``count``
+    how many messages it covers; ``text`` is None once an operator cleared it
+    (the messages stay folded, so they are not summarised again).
+    """
+
+    text: str | None
+    upto: str | None = None
+    count: int = 0
+    updated_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "summary": self.text,
+            "covers_messages": self.count,
+            "covers_up_to": self.upto,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass
 class Conversation:
     """A conversation header plus, when loaded, a window of its newest messages."""
 
@@ -90,6 +114,7 @@ class Conversation:
     preview: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     deleted_at: str | None = None
+    summary: Summary | None = None
     messages: list[Message] = field(default_factory=list)
 
     def get_formatted_history(self) -> list[dict[str, str]]:

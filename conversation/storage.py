@@ -56,6 +56,7 @@ from conversation.models import (
     Message,
     Page,
     Recorded,
+    Summary,
     isoformat,
     parse_iso,
     utc_now,
@@ -462,6 +463,7 @@ class DynamoDBStorage:
             preview=plain.get("preview", ""),
             metadata=json.loads(plain["metadata"]) if plain.get("metadata") else {},
             deleted_at=plain.get("deleted_at"),
+            summary=_summary_from(plain),
         )
 
     # ------------------------------------------------------------- users
@@ -1478,6 +1480,127 @@ class DynamoDBStorage:
         )
         return [self._message_from_item(item) for item in response.get("Items", [])]
 
+    # ------------------------------------------------------------ summary
+
+    def messages_after(
+        self, user_id: str, conversation_id: str, position: str | None, limit: int
+    ) -> list[Message]:
+        """Return up to ``limit`` messages after ``position`` (from the start when None), oldest first."""
+        if limit <= 0:
+            return []
+        prefix = _msg_prefix(conversation_id)
+        filter_expression, filter_values = self._alive_filter()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": filter_expression,
+            "ExpressionAttributeValues": {
+                ":pk": _s(_user_pk(user_id)), ":prefix": _s(prefix), **filter_values,
+            },
+            "ScanIndexForward": True,
+            "ConsistentRead": True,
+        }
+        if position:
+            kwargs["ExclusiveStartKey"] = {"pk": _s(_user_pk(user_id)), "sk": _s(prefix + position)}
+        messages: list[Message] = []
+        while len(messages) < limit:
+            kwargs["Limit"] = limit - len(messages)
+            response = self._call("query", **kwargs)
+            messages.extend(self._message_from_item(item) for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return messages
+
+    def claim_summary(
+        self, user_id: str, conversation_id: str, owner: str, seconds: float, *, upto: str | None
+    ) -> bool:
+        """Take the right to update a summary that still covers up to ``upto``; False if taken.
+
+        A claim lapses after ``seconds``, so a worker that died does not block the next.
+        """
+        now = time.time()
+        values: dict[str, Any] = {
+            ":owner": _s(owner), ":until": _n(round(now + seconds, 3)), ":now": _n(round(now, 3)),
+        }
+        condition = (
+            "attribute_exists(pk) AND attribute_not_exists(deleted_at) AND "
+            "(attribute_not_exists(summary_claim_until) OR summary_claim_until < :now) AND "
+        )
+        if upto is None:
+            condition += "attribute_not_exists(summary_upto)"
+        else:
+            condition += "summary_upto = :upto"
+            values[":upto"] = _s(upto)
+        return self._conditional_header_update(
+            user_id, conversation_id, "SET summary_claim = :owner, summary_claim_until = :until",
+            condition, values,
+        )
+
+    def save_summary(
+        self,
+        user_id: str,
+        conversation_id: str,
+        owner: str,
+        text: str,
+        *,
+        upto: str,
+        count: int,
+        tokens: int = 0,
+    ) -> bool:
+        """Store a new summary under ``owner``'s claim and release it; False if the claim was lost."""
+        values: dict[str, Any] = {
+            ":owner": _s(owner), ":text": _s(text), ":upto": _s(upto), ":count": _n(count),
+            ":now": _s(isoformat(utc_now())), ":tokens": _n(int(tokens)),
+        }
+        expression = (
+            "SET summary = :text, summary_upto = :upto, summary_count = :count, summary_at = :now "
+            "REMOVE summary_claim, summary_claim_until ADD ctr_summary_tokens :tokens"
+        )
+        return self._conditional_header_update(
+            user_id, conversation_id, expression,
+            "summary_claim = :owner AND attribute_not_exists(deleted_at)", values,
+        )
+
+    def release_summary_claim(self, user_id: str, conversation_id: str, owner: str) -> None:
+        """Give up ``owner``'s claim without changing the summary."""
+        self._conditional_header_update(
+            user_id, conversation_id, "REMOVE summary_claim, summary_claim_until",
+            "summary_claim = :owner", {":owner": _s(owner)},
+        )
+
+    def clear_summary(self, user_id: str, conversation_id: str) -> bool:
+        """Forget a conversation's summary text (and any claim); False when it had none.
+
+        The messages it covered stay marked as covered, so they are not summarised again.
+        """
+        return self._conditional_header_update(
+            user_id, conversation_id,
+            "SET summary_at = :now REMOVE summary, summary_claim, summary_claim_until",
+            "attribute_exists(summary) OR attribute_exists(summary_claim)",
+            {":now": _s(isoformat(utc_now()))},
+        )
+
+    def _conditional_header_update(
+        self, user_id: str, conversation_id: str, expression: str, condition: str,
+        values: dict[str, Any],
+    ) -> bool:
+        try:
+            self._call(
+                "update_item",
+                passthrough=("ConditionalCheckFailedException",),
+                TableName=self.table_name,
+                Key={"pk": _s(_user_pk(user_id)), "sk": _s(_conv_sk(conversation_id))},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise self._wrap(exc, "UpdateItem") from exc
+        return True
+
     # ------------------------------------------------------------ deletion
 
     def soft_delete_conversation(self, user_id: str, conversation_id: str) -> Conversation:
@@ -1687,6 +1810,17 @@ class DynamoDBStorage:
         if item is None or self._expired(item):
             return 0
         return int(item["value"]["N"])
+
+
+def _summary_from(plain: dict[str, Any]) -> Summary | None:
+    if "summary" not in plain and "summary_upto" not in plain:
+        return None
+    return Summary(
+        text=plain.get("summary"),
+        upto=plain.get("summary_upto"),
+        count=int(plain.get("summary_count", 0)),
+        updated_at=plain.get("summary_at"),
+    )
 
 
 class _Cancelled(Exception):
