@@ -21,6 +21,7 @@ from app.limits import Limits, TurnLease, backoff_delays, is_before, waits_on_ea
 from app.logutil import mask_number
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
+from conversation.daily_stats import DailyStats
 from conversation.models import Message
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ class Turn:
     number: str | None = None
     marks: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    # Figures for the day's aggregates (conversation.daily_stats), written once at the end.
+    figures: dict[str, int] = field(default_factory=dict)
+    latency_ms: float | None = None
 
     @classmethod
     def begin(cls) -> Turn:
@@ -161,8 +165,19 @@ class Turn:
         """Record how long a step took, in milliseconds."""
         self.marks[name] = (time.monotonic() - since) * 1000
 
+    def count(self, **figures: int) -> None:
+        """Add figures to this turn's contribution to today's aggregates."""
+        for name, value in figures.items():
+            self.figures[name] = self.figures.get(name, 0) + int(value)
+
+    def add_reply(self, reply: Message, counters: dict[str, int]) -> None:
+        """Count a newly stored reply and what it used."""
+        self.count(replies=1, fallbacks=int(bool(reply.metadata.get("fallback"))), **counters)
+
     def finish(self, outcome: str, response: Response) -> Response:
         """Log the one INFO line for this request (never the body) and return the response."""
+        if outcome not in ("store_failed", "error"):  # the store is in trouble: no extra write
+            save_figures(self)
         parts = [f"{name}_ms={value:.0f}" for name, value in self.marks.items()]
         parts += [f"{name}={value}" for name, value in self.details.items()]
         log.info(
@@ -202,12 +217,13 @@ def inbound_sms() -> Response:
     try:
         command = parse_command(text.body)
         message, created = record_text(manager, text, command)
+        turn.count(texts=int(created))
         reply = None if created else manager.get_reply(text.number, message)
         if reply is None and command == "reset":
             if message.metadata.get("unanswered"):  # opted out: reset, but send nothing
                 manager.reset_conversation(text.number)
                 return turn.finish("reset", twiml())
-            reply = answer_reset(manager, text, message)
+            reply = answer_reset(manager, text, message, turn)
             return turn.finish("reset", twiml(reply.content, status_url(text)))
         if reply is not None:
             return turn.finish("duplicate", twiml(reply.content, status_url(text)))
@@ -216,7 +232,9 @@ def inbound_sms() -> Response:
 
         lease, history = take_turn(manager, text, message, turn)
         if lease is None:
-            answer = record_reply(manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}).content
+            answer = record_reply(
+                manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}, turn=turn
+            ).content
             return turn.finish("busy", twiml(answer, status_url(text)))
         # Another attempt at this text (a retry, or the first attempt when this is the
         # retry) may have answered or silenced it while we waited for the turn.
@@ -227,8 +245,9 @@ def inbound_sms() -> Response:
             return turn.finish("unanswered", twiml())
 
         verdict = limits.check_rate(text.number)
+        turn.count(active_numbers=int(first_text_today(limits, verdict, text.number, history, message)))
         if not verdict.allowed:
-            answer = refuse(manager, text, message, verdict.notice)
+            answer = refuse(manager, text, message, verdict.notice, turn)
             turn.details["limit"] = verdict.notice or "silent"
             return turn.finish("rate_limited", twiml(answer, status_url(text)))
 
@@ -247,7 +266,9 @@ def inbound_sms() -> Response:
                 "segments": segments.count,
                 "model_calls": int(getattr(reply_obj, "attempts", 1)),
             },
+            turn=turn,
         )
+        turn.latency_ms = float(getattr(reply_obj, "latency_ms", 0.0))
         limits.add_tokens(_tokens(reply_obj))
         answer = stored.content
         turn.details.update(segments=segments.count, history=len(context))
@@ -295,10 +316,11 @@ def public_url() -> str:
 def record_opt_out(manager: Any, text: InboundText, turn: Turn) -> None:
     """Record a STOP/START/HELP text and the number's opt-out state; never reach the model."""
     try:
-        manager.record_user_message(
+        recorded = manager.record_user_message(
             text.number, text.body, message_id=text.sid, media_urls=text.media_urls,
             metadata={**text.metadata(), "unanswered": "opt_out"},
         )
+        turn.count(texts=int(recorded.created))
         if text.opt_out in ("STOP", "START"):
             manager.set_opt_out(text.number, text.opt_out == "STOP")
     except StorageError as exc:
@@ -325,10 +347,10 @@ def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[M
     return recorded.message, recorded.created
 
 
-def answer_reset(manager: Any, text: InboundText, message: Message) -> Message:
+def answer_reset(manager: Any, text: InboundText, message: Message, turn: Turn) -> Message:
     """Archive the conversation and record the confirmation as the reply to the reset text."""
     manager.reset_conversation(text.number)
-    return record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"})
+    return record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"}, turn=turn)
 
 
 def take_turn(
@@ -397,11 +419,13 @@ def release(lease: TurnLease, text: InboundText) -> None:
         log.warning("sms sid=%s: could not release the turn lease: %s", text.sid, exc)
 
 
-def refuse(manager: Any, text: InboundText, message: Message, notice: str | None) -> str | None:
+def refuse(
+    manager: Any, text: InboundText, message: Message, notice: str | None, turn: Turn
+) -> str | None:
     """Keep an over-limit text unanswered: one notice per window, then silence."""
     if notice:
         line = DAY_NOTICE if notice == "day" else MINUTE_NOTICE
-        return record_reply(manager, text, message, line, {"notice": f"rate_{notice}"}).content
+        return record_reply(manager, text, message, line, {"notice": f"rate_{notice}"}, turn=turn).content
     _ext("storage").update_message_metadata(text.number, message, {"unanswered": "rate_limited"})
     return None
 
@@ -447,8 +471,13 @@ def record_reply(
     content: str,
     metadata: dict[str, Any],
     counters: dict[str, int] | None = None,
+    *,
+    turn: Turn | None = None,
 ) -> Message:
-    """Store the one reply to the text; if another attempt stored one first, return that."""
+    """Store the one reply to the text; if another attempt stored one first, return that.
+
+    A new reply is counted on ``turn`` for the day's aggregates.
+    """
     if counters is None:
         segments = count_segments(content)
         metadata = {**metadata, **segments.metadata()}
@@ -456,6 +485,8 @@ def record_reply(
     recorded = manager.record_assistant_message(
         text.number, content, reply_to=message, metadata=metadata, counters=counters
     )
+    if turn is not None and recorded.created:
+        turn.add_reply(recorded.message, counters)
     return recorded.message
 
 
@@ -473,6 +504,38 @@ def rescue_reply(manager: Any, text: InboundText, message: Message | None) -> st
         except ConversationError as again:
             log.error("sms sid=%s: could not record the rescue reply: %s", text.sid, again)
     return content
+
+
+def first_text_today(
+    limits: Limits, verdict: Any, number: str, history: list[Message], message: Message
+) -> bool:
+    """Return whether this is the number's first text today that reached the limits.
+
+    The per-day rate counter already knows; without one, an earlier answerable
+    text of today in the window says no, and only then is a per-day counter asked.
+    """
+    if limits.per_day:
+        return verdict.day_count == 1
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for item in history:
+        if (
+            item.role == "user" and item.message_id != message.message_id
+            and item.timestamp.startswith(today)
+            and not item.metadata.get("unanswered") and not item.metadata.get("command")
+        ):
+            return False
+    return _ext("daily_stats").first_text_today(number)
+
+
+def save_figures(turn: Turn) -> None:
+    """Add the turn's figures to today's aggregates in one write; a failure is only logged."""
+    if not turn.figures and turn.latency_ms is None:
+        return
+    try:
+        _ext("daily_stats").add(turn.figures, latency_ms=turn.latency_ms)
+    except StorageError as exc:
+        log.warning("sms sid=%s: could not add to the daily figures: %s", turn.sid, exc)
+        turn.details["stats"] = "failed"
 
 
 def _tokens(reply: Any) -> int:
@@ -510,6 +573,9 @@ def delivery_status() -> Response:
         _ext("storage").update_message_metadata(
             number, reply, updates, counters={"delivery_failures": 1} if failed_now else None
         )
+        if failed_now:
+            failure = Turn(sid=inbound_sid, figures={"delivery_failures": 1})
+            save_figures(failure)
     except StorageError as exc:
         log.error("status sid=%s: store failed: %s", inbound_sid, exc)
         return plain(503, "store unavailable")
@@ -579,6 +645,7 @@ def init_app(app: Flask) -> None:
     app.extensions["dadacat.limits"] = config.get("LIMITS") or Limits.from_config(
         app.extensions["dadacat.storage"], config
     )
+    app.extensions["dadacat.daily_stats"] = DailyStats(app.extensions["dadacat.storage"])
     app.extensions["dadacat.validator"] = (
         RequestValidator(config["TWILIO_AUTH_TOKEN"]) if config["TWILIO_VALIDATE_SIGNATURE"] else None
     )

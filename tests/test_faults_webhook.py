@@ -215,8 +215,9 @@ def test_hanging_dynamodb_with_default_settings_answers_within_twilios_deadline(
     assert any(sid in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
 
 
-def test_a_steady_turn_makes_six_dynamodb_requests(local_storage, fake):
-    """One read, the text's transaction, the lease, the window, the reply's transaction, the release."""
+def test_a_steady_turn_makes_seven_dynamodb_requests(local_storage, fake):
+    """One read, the text's transaction, the lease, the window, the reply's transaction,
+    one addition to the day's aggregates, the release."""
     app = build_app(local_storage, fake)
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(3):
@@ -225,5 +226,6 @@ def test_a_steady_turn_makes_six_dynamodb_requests(local_storage, fake):
         response = texter.text("count my requests")
     assert twiml_bodies(response.data) == [fake.default.text]
     assert recorder.operations == [
-        "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "DeleteItem",
+        "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "UpdateItem",
+        "DeleteItem",
     ]
