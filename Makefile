@@ -21,17 +21,22 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
-node_modules/.installed: package.json package-lock.json
+# The npm manifest lives in scripts/npm/, not at the root: a root package.json makes
+# Heroku build the app as Node.js (its detection tries Node before Python).
+NPM_DIR := scripts/npm
+NODE_MODULES := $(NPM_DIR)/node_modules
+
+$(NODE_MODULES)/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "error: Node.js 20 and npm are needed for DynamoDB Local (apt-get install nodejs npm)"; exit 1; }
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --prefix $(NPM_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
-install-dev: $(VENV)/.installed-dev node_modules/.installed
+install: $(VENV)/.installed $(NODE_MODULES)/.installed
+install-dev: $(VENV)/.installed-dev $(NODE_MODULES)/.installed
 
 # Node (for the DynamoDB Local jar) is not needed with your own endpoint or Docker;
 # run_local.py names a missing Java itself.
-RUN_NEEDS := $(VENV)/.installed $(if $(or $(AWS_ENDPOINT_URL),$(filter docker,$(DYNAMODB_LOCAL))),,node_modules/.installed)
+RUN_NEEDS := $(VENV)/.installed $(if $(or $(AWS_ENDPOINT_URL),$(filter docker,$(DYNAMODB_LOCAL))),,$(NODE_MODULES)/.installed)
 
 run: $(RUN_NEEDS)
 	$(PY) scripts/run_local.py --port $(PORT) --dynamodb $(DYNAMODB_LOCAL)
@@ -39,7 +44,7 @@ run: $(RUN_NEEDS)
 sms: $(VENV)/.installed
 	$(PY) scripts/sms.py --port $(PORT)
 
-# The DynamoDB Local tier starts its own server from node_modules, so it never skips;
+# The DynamoDB Local tier starts its own server from scripts/npm/node_modules, so it never skips;
 # the browser tests drive Debian's chromium, installed here when missing.
 test: install-dev
 	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -56,7 +61,7 @@ bench: install-dev
 	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_MODULES) .pytest_cache .ruff_cache
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

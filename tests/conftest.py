@@ -1,7 +1,8 @@
 """Shared fixtures: storage on moto and on a real DynamoDB Local, and the Flask app.
 
 The DynamoDB Local server is started once per test session from the jar that
-``npm install`` put in node_modules; a missing jar or Java is an error, never a skip.
+``npm ci --prefix scripts/npm`` put in scripts/npm/node_modules; a missing jar or Java
+is an error, never a skip.
 """
 
 from __future__ import annotations
