@@ -95,8 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Operators
     Setting("ADMIN_API_TOKEN", None, _str, "Bearer token for the operator API under /api/v1. Empty: the API answers 404.", True),
     # Abuse and cost control
-    Setting("RATE_LIMIT_PER_MINUTE", 6, _int, "Texts per number per minute answered by the model (0: no limit)."),
-    Setting("RATE_LIMIT_PER_DAY", 200, _int, "Texts per number per day answered by the model (0: no limit)."),
+    Setting("RATE_LIMIT_PER_MINUTE", 6, _int, "Texts per number per minute that get an answer of any kind (reply, reset confirmation, busy line); 0: no limit."),
+    Setting("RATE_LIMIT_PER_DAY", 200, _int, "Texts per number per UTC day that get an answer of any kind; 0: no limit."),
     Setting("DAILY_MODEL_CALL_BUDGET", 0, _int, "Model calls per day across all numbers; then the offline persona answers (0: no limit)."),
     Setting("DAILY_TOKEN_BUDGET", 0, _int, "Model tokens per day across all numbers; then the offline persona answers (0: no limit)."),
     Setting("ALLOWED_NUMBERS", (), _list, "Comma-separated E.164 numbers; when set, only these are answered."),

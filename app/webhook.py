@@ -1,8 +1,9 @@
 """The SMS webhook: Twilio posts each text here and gets exactly one TwiML answer.
 
 The view ``inbound_sms`` reads as the story of one text: validate the signature,
-parse the form, screen the number, handle commands, record the text once, take
-the number's turn, check limits, ask the persona, record the reply, answer.
+parse the form, screen the number, record the text once, count it against the
+number's limits (one check covers whatever this text gets sent), handle commands,
+take the number's turn, ask the persona, record the reply, answer.
 """
 
 from __future__ import annotations
@@ -218,6 +219,17 @@ def inbound_sms() -> Response:
         command = parse_command(text.body)
         message, created = record_text(manager, text, command)
         turn.count(texts=int(created))
+        verdict = None
+        if created and not message.metadata.get("unanswered"):
+            # Counted once per new text, before anything is sent: whatever this text
+            # gets (reply, reset confirmation, busy line) is covered by this one check.
+            verdict = limits.check_rate(text.number)
+            if not verdict.allowed:
+                if command == "reset":  # honoured, but not confirmed past the limit
+                    manager.reset_conversation(text.number)
+                answer = refuse(manager, text, message, verdict.notice, turn)
+                turn.details["limit"] = verdict.notice or "silent"
+                return turn.finish("rate_limited", twiml(answer, status_url(text)))
         reply = None if created else manager.get_reply(text.number, message)
         if reply is None and command == "reset":
             if message.metadata.get("unanswered"):  # opted out: reset, but send nothing
@@ -244,12 +256,8 @@ def inbound_sms() -> Response:
         if message.metadata.get("unanswered"):
             return turn.finish("unanswered", twiml())
 
-        verdict = limits.check_rate(text.number)
-        turn.count(active_numbers=int(first_text_today(limits, verdict, text.number, history, message)))
-        if not verdict.allowed:
-            answer = refuse(manager, text, message, verdict.notice, turn)
-            turn.details["limit"] = verdict.notice or "silent"
-            return turn.finish("rate_limited", twiml(answer, status_url(text)))
+        if verdict is not None:  # a retry was counted by the attempt that stored the text
+            turn.count(active_numbers=int(first_text_today(limits, verdict, text.number, history, message)))
 
         responder, fallback = choose_responder(limits, turn)
         context = context_window(history, message)

@@ -753,3 +753,29 @@ def test_history_reaches_a_real_openai_client_over_http(moto_storage):
         conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
         assert conversation.counters["model_calls"] == 3
         assert conversation.counters["tokens"] >= 14
+
+
+def outbound(responses) -> list[str]:
+    """Return every message the texter was sent across the responses."""
+    return [body for response in responses for body in twiml_bodies(response.data)]
+
+
+def test_every_outbound_message_counts_against_the_rate_limit(make_app, moto_storage, responder):
+    """20 texts at once with a limit of 6: busy lines count too, so at most 6 messages and one notice."""
+    app = make_app(REPLY_DEADLINE_SECONDS=1.0, LIMITS=Limits(moto_storage, clock=FixedClock(), per_minute=6))
+    responder.delay = 0.2  # most texts cannot get the turn in time and would get a busy line
+    results = send_in_threads(app, [f"burst {i}" for i in range(20)])
+    sent = outbound(results.values())
+    assert sent.count(MINUTE_NOTICE) == 1
+    assert len(sent) <= 6 + 1, sent
+
+
+def test_resets_over_the_limit_are_not_confirmed(make_app, moto_storage, responder, manager):
+    app = limited_app(make_app, moto_storage, per_minute=2)
+    texter = Texter(app.test_client(), number=NUMBER)
+    assert only_body(texter.text("one")) == "meow: one"
+    assert only_body(texter.text("two")) == "meow: two"
+    responses = [texter.text("reset") for _ in range(10)]
+    assert outbound(responses) == [MINUTE_NOTICE]
+    # Still honoured: the conversation was archived, only the confirmation is withheld.
+    assert manager.get_history(NUMBER) == []
