@@ -11,6 +11,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import load_config
+from app.logutil import log_formatter
 from conversation import ConversationManager, DynamoDBStorage
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_config(config)
     app = Flask(__name__)
     app.config.update(settings)
-    configure_logging(settings["LOG_LEVEL"])
+    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
     if settings["TRUST_PROXY_HOPS"]:
         hops = settings["TRUST_PROXY_HOPS"]
@@ -64,14 +65,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def configure_logging(level: str) -> None:
-    """Send logs to stdout once, in a one-line format a host platform can read."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Send logs to stdout once, one line each (text, or a JSON object) for a host platform."""
     root = logging.getLogger()
-    if not any(getattr(handler, "_dadacat", False) for handler in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_dadacat", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._dadacat = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    handler.setFormatter(log_formatter(log_format))
     root.setLevel(logging.INFO)
     # LOG_LEVEL applies to the bot's own loggers; libraries stay at WARNING so
     # DEBUG never dumps request payloads (numbers, bodies, credentials).

@@ -104,6 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TURN_LEASE_SECONDS", 20.0, _float, "How long one number's turn may hold its lease before another worker may take over."),
     # Operations
     Setting("LOG_LEVEL", "INFO", _str, "Level of the bot's own logs; message bodies are never logged at INFO or above."),
+    Setting("LOG_FORMAT", "text", _str, "text: one readable line per event; json: one JSON object per line with the same fields."),
     Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
 
@@ -186,5 +187,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must be above 0 and at most 30 seconds")
     if not 0 <= config["DYNAMODB_MAX_RETRIES"] <= 10:
         raise ConfigError("DYNAMODB_MAX_RETRIES must be between 0 and 10")
+    if config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, not {config['LOG_FORMAT']!r}")
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")

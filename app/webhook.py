@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from app.limits import Limits, TurnLease, backoff_delays, is_before, waits_on_earlier
-from app.logutil import mask_number
+from app.logutil import log_fields, mask_number
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
 from conversation.daily_stats import DailyStats
@@ -179,12 +179,17 @@ class Turn:
         """Log the one INFO line for this request (never the body) and return the response."""
         if outcome not in ("store_failed", "error"):  # the store is in trouble: no extra write
             save_figures(self)
+        total_ms = (time.monotonic() - self.started) * 1000
         parts = [f"{name}_ms={value:.0f}" for name, value in self.marks.items()]
         parts += [f"{name}={value}" for name, value in self.details.items()]
+        # The same fields again as structured data, for LOG_FORMAT=json.
+        fields = {"event": "sms", "from": mask_number(self.number), "sid": self.sid, "outcome": outcome,
+                  "status": response.status_code, "total_ms": round(total_ms),
+                  **{f"{name}_ms": round(value) for name, value in self.marks.items()}, **self.details}
         log.info(
             "sms from=%s sid=%s outcome=%s status=%s total_ms=%.0f %s",
             mask_number(self.number), self.sid, outcome, response.status_code,
-            (time.monotonic() - self.started) * 1000, " ".join(parts),
+            total_ms, " ".join(parts), extra=log_fields(fields),
         )
         return response
 

@@ -1,0 +1,102 @@
+"""LOG_FORMAT: the text line and the JSON object carry the same fields; numbers masked, no bodies."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from app import create_app
+from app.config import ConfigError, load_config
+from app.persona import OfflineResponder
+from tests.twilio_helpers import AUTH_TOKEN, Texter
+
+NUMBER = "+15551234567"
+SECRET_BODY = "my secret plan involves tuna"
+
+
+@pytest.fixture
+def log_stream():
+    """Point the app's stdout handler at a buffer for the test, then restore it."""
+    stream = io.StringIO()
+    state = {}
+
+    def attach():
+        handler = next(h for h in logging.getLogger().handlers if getattr(h, "_dadacat", False))
+        state["handler"], state["old"] = handler, handler.setStream(stream)
+        return stream
+
+    yield attach
+    if state:
+        state["handler"].setStream(state["old"])
+        state["handler"].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+
+def build(moto_storage, log_format: str):
+    return create_app({
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
+        "OFFLINE_RESPONDER": OfflineResponder(seed=1), "LOG_FORMAT": log_format,
+        "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
+    })
+
+
+def sms_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "sms from=" in line or '"event": "sms"' in line]
+
+
+def test_json_lines_are_objects_with_the_text_lines_fields(moto_storage, log_stream):
+    app = build(moto_storage, "text")
+    stream = log_stream()
+    texter = Texter(app.test_client(), number=NUMBER)
+    assert texter.text(SECRET_BODY, sid="SMtextline").status_code == 200
+    [text_line] = sms_lines(stream.getvalue())
+
+    app = build(moto_storage, "json")
+    texter = Texter(app.test_client(), number="+15551234568")
+    stream.truncate(0)
+    stream.seek(0)
+    assert texter.text(SECRET_BODY, sid="SMjsonline").status_code == 200
+    output = stream.getvalue()
+    records = [json.loads(line) for line in output.splitlines()]  # every line is one object
+    [record] = [r for r in records if r.get("event") == "sms"]
+
+    assert {"time", "level", "logger", "message"} <= set(record)
+    assert record["level"] == "INFO" and record["logger"] == "app.webhook"
+    assert record["sid"] == "SMjsonline" and record["outcome"] == "replied" and record["status"] == 200
+    # Every key=value of the text line is a field of the JSON object.
+    text_keys = {part.split("=", 1)[0] for part in text_line.split(": ", 1)[1].split() if "=" in part}
+    assert text_keys <= set(record), text_keys - set(record)
+    assert isinstance(record["total_ms"], int) and isinstance(record["segments"], int)
+    assert record["from"] == "+15*******68"
+    assert "5551234568" not in output and "tuna" not in output
+
+
+def test_text_format_stays_one_readable_line(moto_storage, log_stream):
+    app = build(moto_storage, "text")
+    stream = log_stream()
+    Texter(app.test_client(), number=NUMBER).text(SECRET_BODY, sid="SMplain")
+    [line] = sms_lines(stream.getvalue())
+    assert "sms from=+15*******67 sid=SMplain outcome=replied status=200" in line
+    assert not line.lstrip().startswith("{")
+    assert NUMBER not in stream.getvalue() and "tuna" not in stream.getvalue()
+
+
+def test_json_errors_carry_the_traceback_in_one_line(moto_storage, log_stream):
+    build(moto_storage, "json")
+    stream = log_stream()
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("app.webhook").exception("sms sid=%s: unexpected failure", "SMx")
+    [line] = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "ERROR" and "RuntimeError: boom" in record["exc_info"]
+
+
+def test_log_format_is_validated():
+    base = {"TWILIO_VALIDATE_SIGNATURE": False}
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_config({**base, "LOG_FORMAT": "xml"}, environ={}, dotenv_path=None)
+    assert load_config(base, environ={}, dotenv_path=None).LOG_FORMAT == "text"
