@@ -18,8 +18,9 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from app.logutil import mask_number
+from app import operations as ops
 from app.openapi import build_document
+from app.operations import OperatorError, check_conversation_id, check_number
 from conversation import (
     Conversation,
     ConversationManager,
@@ -33,14 +34,10 @@ from conversation import (
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-# Opaque to the store's layout: any short id made of these characters is
-# looked up, and an unknown one is a 404.
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+VIA = "api"
 CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,1800}\.[A-Za-z0-9_-]{22}$")
 LIMIT = re.compile(r"^[0-9]{1,6}$")
 MAX_LIMIT = 100
-MAX_TITLE_CHARS = 200
 COUNTER_NAMES = ("tokens", "segments", "model_calls", "delivery_failures")
 
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -48,15 +45,8 @@ bp = Blueprint("api", __name__, url_prefix=PREFIX)
 # HTML redirect to a different route.
 
 
-class ApiError(Exception):
-    """An error answered as JSON with a stable code (and the offending field)."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
+# An error answered as JSON with a stable code (and the offending field).
+ApiError = OperatorError
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None):
@@ -64,11 +54,6 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     response = jsonify({"error": {"code": code, "message": message, "field": field}})
     response.status_code = status
     return response
-
-
-def is_valid_number(number: str) -> bool:
-    """Return whether ``number`` is an E.164 phone number (+ and 7 to 15 digits)."""
-    return bool(E164.match(number or ""))
 
 
 # ------------------------------------------------------------------ plumbing
@@ -135,21 +120,6 @@ def _manager() -> ConversationManager:
     return current_app.extensions["dadacat.manager"]
 
 
-def _number(number: str) -> str:
-    if not is_valid_number(number):
-        raise ApiError(400, "invalid_number", "number must be E.164, like +15551234567", "number")
-    return number
-
-
-def _conversation_id(conversation_id: str) -> str:
-    if not CONVERSATION_ID.match(conversation_id):
-        raise ApiError(
-            400, "invalid_conversation_id",
-            "conversation_id must be 1-64 letters, digits, '.', '_' or '-'", "conversation_id",
-        )
-    return conversation_id
-
-
 def _limit(default: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
@@ -194,18 +164,6 @@ def _flag(name: str) -> bool:
     raise ApiError(400, f"invalid_{name}", f"{name} must be true or false", name)
 
 
-def _audit(action: str, number: str | None = None, conversation_id: str | None = None, **extra: Any) -> None:
-    details = " ".join(f"{key}={value}" for key, value in extra.items())
-    log.info(
-        "operator %s number=%s conversation=%s %s",
-        action, mask_number(number), conversation_id or "-", details,
-    )
-
-
-def _existing(number: str, conversation_id: str) -> Conversation:
-    return _manager().get_conversation(number, conversation_id)
-
-
 def conversation_json(conversation: Conversation) -> dict[str, Any]:
     """Return the API's view of a conversation header."""
     return {
@@ -224,7 +182,7 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
 
 def message_json(message: Message) -> dict[str, Any]:
     """Return the API's view of one message."""
-    return message.to_dict()
+    return ops.message_view(message)
 
 
 # -------------------------------------------------------------------- routes
@@ -241,8 +199,7 @@ def recent_conversations():
     """List conversations across all numbers, newest activity first."""
     limit = _limit(20)
     cursor = _unwrap_cursor("recent")
-    page = _manager().list_recent_conversations(limit=limit, cursor=cursor)
-    _audit("list_recent", count=len(page.items))
+    page = ops.recent_conversations(_manager(), limit=limit, cursor=cursor, via=VIA)
     return jsonify(
         items=[conversation_json(c) for c in page.items],
         next_cursor=_wrap_cursor("recent", page.cursor),
@@ -252,12 +209,11 @@ def recent_conversations():
 @bp.get("/numbers/<number>/conversations", merge_slashes=False)
 def list_conversations(number: str):
     """List one number's conversations, newest first."""
-    number = _number(number)
+    number = check_number(number)
     limit = _limit(20)
     scope = f"conversations:{number}"
     cursor = _unwrap_cursor(scope)
-    page = _manager().list_conversations(number, limit=limit, cursor=cursor)
-    _audit("list_conversations", number, count=len(page.items))
+    page = ops.number_conversations(_manager(), number, limit=limit, cursor=cursor, via=VIA)
     return jsonify(
         items=[conversation_json(c) for c in page.items],
         next_cursor=_wrap_cursor(scope, page.cursor),
@@ -267,26 +223,24 @@ def list_conversations(number: str):
 @bp.get("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def get_conversation(number: str, conversation_id: str):
     """Return one conversation's header."""
-    number, conversation_id = _number(number), _conversation_id(conversation_id)
-    conversation = _existing(number, conversation_id)
-    _audit("get_conversation", number, conversation_id)
+    conversation = ops.get_conversation(_manager(), number, conversation_id, via=VIA)
     return jsonify(conversation_json(conversation))
 
 
 @bp.get("/numbers/<number>/conversations/<conversation_id>/messages", merge_slashes=False)
 def list_messages(number: str, conversation_id: str):
     """List one conversation's messages, oldest first unless order=desc."""
-    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
     order = request.args.get("order", "asc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "invalid_order", "order must be asc or desc", "order")
     limit = _limit(50)
     scope = f"messages:{number}:{conversation_id}:{order}"
     cursor = _unwrap_cursor(scope)
-    page = _manager().list_messages(
-        number, conversation_id, limit=limit, cursor=cursor, newest_first=order == "desc"
+    page = ops.conversation_messages(
+        _manager(), number, conversation_id,
+        limit=limit, cursor=cursor, newest_first=order == "desc", via=VIA,
     )
-    _audit("list_messages", number, conversation_id, count=len(page.items))
     return jsonify(
         items=[message_json(m) for m in page.items],
         next_cursor=_wrap_cursor(scope, page.cursor),
@@ -296,11 +250,11 @@ def list_messages(number: str, conversation_id: str):
 @bp.get("/numbers/<number>/conversations/<conversation_id>/stats", merge_slashes=False)
 def conversation_stats(number: str, conversation_id: str):
     """Return one conversation's counts, times and usage counters."""
-    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
     stats = _manager().conversation_stats(number, conversation_id)
     counters = {name: int(value) for name, value in stats.get("counters", {}).items()}
     by_role = {role: int(stats["by_role"].get(role, 0)) for role in ("user", "assistant", "system")}
-    _audit("stats", number, conversation_id)
+    ops.audit("stats", number, conversation_id, via=VIA)
     return jsonify(
         conversation_id=conversation_id,
         number=number,
@@ -317,81 +271,53 @@ def conversation_stats(number: str, conversation_id: str):
 @bp.patch("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def update_conversation(number: str, conversation_id: str):
     """Rename and/or archive a conversation."""
-    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not body:
         raise ApiError(400, "invalid_body", "body must be a JSON object with title and/or archived", "body")
     unknown = sorted(set(body) - {"title", "archived"})
     if unknown:
         raise ApiError(400, "invalid_body", f"unknown field {unknown[0]!r}", unknown[0])
-    title = body.get("title")
-    if "title" in body:
-        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE_CHARS:
-            raise ApiError(
-                400, "invalid_title",
-                f"title must be a non-blank string of at most {MAX_TITLE_CHARS} characters", "title",
-            )
-        try:
-            title.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "invalid_title", "title must be valid Unicode text", "title") from None
-        title = title.strip()
+    if "title" in body and body["title"] is None:
+        ops.check_title(None)
     if "archived" in body and body["archived"] is not True:
         raise ApiError(400, "invalid_archived", "archived can only be set to true", "archived")
-
-    conversation = _existing(number, conversation_id)
-    if conversation.deleted_at:
-        raise ApiError(409, "conversation_deleted", "the conversation is deleted")
-    manager = _manager()
-    # Archive first: if it conflicts, nothing has changed.
-    if body.get("archived") is True:
-        if not manager.archive_conversation(number, conversation_id):
-            raise ApiError(409, "already_archived", "the conversation is already archived", "archived")
-        _audit("archive", number, conversation_id)
-    if title is not None:
-        manager.rename_conversation(number, conversation_id, title)
-        _audit("rename", number, conversation_id)
-    return jsonify(conversation_json(_existing(number, conversation_id)))
+    conversation = ops.update_conversation(
+        _manager(), number, conversation_id,
+        title=body.get("title"), archive=body.get("archived") is True, via=VIA,
+    )
+    return jsonify(conversation_json(conversation))
 
 
 @bp.delete("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def delete_conversation(number: str, conversation_id: str):
     """Soft-delete a conversation (hidden, kept), or hard-delete it with hard=true."""
-    number, conversation_id = _number(number), _conversation_id(conversation_id)
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
     hard = _flag("hard")
-    conversation = _existing(number, conversation_id)
-    if not hard and conversation.deleted_at:
-        raise ApiError(409, "already_deleted", "the conversation is already deleted")
-    deleted = _manager().delete_conversation(number, conversation_id, hard=hard)
-    _audit("delete", number, conversation_id, hard=hard, items=deleted)
+    deleted = ops.delete_conversation(_manager(), number, conversation_id, hard=hard, via=VIA)
     return jsonify(conversation_id=conversation_id, hard=hard, deleted_items=deleted)
 
 
 @bp.post("/numbers/<number>/reset", merge_slashes=False)
 def reset_number(number: str):
     """Archive the number's active conversation, exactly like texting "reset"."""
-    number = _number(number)
-    archived = _manager().reset_conversation(number)
-    _audit("reset", number, archived)
+    number = check_number(number)
+    archived = ops.reset_number(_manager(), number, via=VIA)
     return jsonify(number=number, archived_conversation_id=archived)
 
 
 @bp.get("/numbers/<number>/export", merge_slashes=False)
 def export_number(number: str):
     """Return everything stored for a number as one JSON document."""
-    number = _number(number)
-    document = _manager().export_user(number)
-    _audit("export", number, conversations=len(document.get("conversations", [])))
-    return jsonify(document)
+    return jsonify(ops.export_number(_manager(), number, via=VIA))
 
 
 @bp.delete("/numbers/<number>", merge_slashes=False)
 @bp.post("/numbers/<number>/erase", merge_slashes=False)
 def erase_number(number: str):
     """Delete everything stored for a number; safe to repeat."""
-    number = _number(number)
-    erased = _manager().erase_user(number)
-    _audit("erase", number, items=erased)
+    number = check_number(number)
+    erased = ops.erase_number(_manager(), number, via=VIA)
     return jsonify(number=number, erased_items=erased)
 
 

@@ -13,8 +13,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app.api import conversation_json, is_valid_number, message_json
+from app.api import conversation_json, message_json
 from app.logutil import mask_number
+from app.operations import is_valid_number
 from conversation import ConversationManager, ConversationNotFound, InvalidCursor, StorageError
 
 log = logging.getLogger(__name__)

@@ -566,10 +566,10 @@ def test_erase_leaves_nothing_and_is_safe_to_repeat(api, manager, how):
 
 def test_operator_actions_are_logged_with_masked_numbers(api, manager, caplog):
     chat(manager, ALICE, 1, "very private words")
-    with caplog.at_level(logging.INFO, logger="app.api"):
+    with caplog.at_level(logging.INFO, logger="app.operations"):
         api.get(f"/numbers/{enc(ALICE)}/export")
         api.delete(f"/numbers/{enc(ALICE)}")
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.api"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.operations"]
     assert any("erase" in line for line in lines) and any("export" in line for line in lines)
     text = "\n".join(lines)
     assert ALICE not in text and "5551234567" not in text and "private" not in text
