@@ -94,6 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),
     # Operators
     Setting("ADMIN_API_TOKEN", None, _str, "Bearer token for the operator API under /api/v1. Empty: the API answers 404.", True),
+    # Development
+    Setting("DEV_PHONE_ENABLED", False, _bool, "Serve the dev phone at /dev-phone/ (text the bot from a browser as any number). On in make run; keep off in production."),
     # Abuse and cost control
     Setting("RATE_LIMIT_PER_MINUTE", 6, _int, "Texts per number per minute that get an answer of any kind (reply, reset confirmation, busy line); 0: no limit."),
     Setting("RATE_LIMIT_PER_DAY", 200, _int, "Texts per number per UTC day that get an answer of any kind; 0: no limit."),
@@ -189,5 +191,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("DYNAMODB_MAX_RETRIES must be between 0 and 10")
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, not {config['LOG_FORMAT']!r}")
+    if config["DEV_PHONE_ENABLED"] and not config["TWILIO_VALIDATE_SIGNATURE"] and production_like(config):
+        raise ConfigError(
+            "DEV_PHONE_ENABLED is refused with TWILIO_VALIDATE_SIGNATURE off against AWS DynamoDB "
+            "(a production-like setup): turn signature checks on, or turn the dev phone off"
+        )
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
+
+
+def production_like(config: Mapping[str, Any]) -> bool:
+    """Return True when the bot would store in AWS DynamoDB itself (no local endpoint, no injected store)."""
+    return not config.get("AWS_ENDPOINT_URL") and config.get("STORAGE") is None

@@ -149,6 +149,8 @@ def child_environment(
     if local and not (env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE")):
         env.update(LOCAL_CREDENTIALS)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The browser dev phone is for exactly this: a bot on the developer's machine.
+    env.setdefault("DEV_PHONE_ENABLED", "true")
     return env
 
 
@@ -181,7 +183,8 @@ def next_steps(url: str) -> str:
     """Return the text printed once the bot answers."""
     return (
         "\nDadaCat SMS is up at " + url + "\n"
-        "Text it from another terminal:\n"
+        "Text it from your browser: " + url.rsplit("/", 1)[0] + "/dev-phone/ (the dev phone)\n"
+        "or from another terminal:\n"
         "    make sms                                  (interactive phone)\n"
         "    .venv/bin/python scripts/sms.py \"hello cat\" (one text)\n"
         "Press Ctrl-C here to stop the bot and DynamoDB Local.\n"

@@ -91,6 +91,13 @@ def test_child_environment_layers_and_local_credentials():
     assert "AWS_ENDPOINT_URL" not in remote
 
 
+def test_make_run_turns_the_dev_phone_on_unless_the_settings_say_otherwise():
+    assert run_local.child_environment({}, {}, None, local=True)["DEV_PHONE_ENABLED"] == "true"
+    off = run_local.child_environment({}, {"DEV_PHONE_ENABLED": "false"}, None, local=True)
+    assert off["DEV_PHONE_ENABLED"] == "false"
+    assert "http://127.0.0.1:5000/dev-phone/" in run_local.next_steps("http://127.0.0.1:5000/sms")
+
+
 def test_gunicorn_serves_the_factory_on_loopback():
     command = run_local.gunicorn_command("/venv/bin/python", "127.0.0.1", 5123, workers=3)
     assert command[:3] == ["/venv/bin/python", "-m", "gunicorn"]
