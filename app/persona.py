@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.config import ConfigError
+from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,10 @@ class _AttemptFailed(Exception):
         self.wait = wait
 
 
+class _ParameterRefused(Exception):
+    """The server does not take this reply-length parameter (a 400 naming it)."""
+
+
 class OpenAIResponder:
     """Answer with an OpenAI-compatible Chat Completions model, inside one deadline.
 
@@ -308,6 +313,7 @@ class OpenAIResponder:
                                           timeout=deadline_seconds)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.compat = ModelCompat(self.base_url)
 
     # Worker threads are made on first use: threads made before gunicorn forks do not survive it.
     def _get_executor(self) -> ThreadPoolExecutor:
@@ -415,23 +421,27 @@ class OpenAIResponder:
 
     def _call(self, model: str, messages: list[dict[str, str]], remaining: float,
               usage: dict[str, int]) -> tuple[str, str]:
-        """Make one call within ``remaining`` seconds; add its usage; return (text, model)."""
-        future = self._get_executor().submit(
-            self._client.chat.completions.create,
-            model=model,
-            messages=messages,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            timeout=remaining,
-        )
-        try:
-            # httpx's timeout is per phase (connect, each read); this bounds the call as a whole.
-            response = future.result(timeout=remaining)
-        except FutureTimeout:
-            future.cancel()
-            raise _AttemptFailed("timeout") from None
-        except Exception as exc:
-            raise _classify(exc) from exc
+        """Make one call within ``remaining`` seconds; add its usage; return (text, model).
+
+        The reply-length parameter the server refuses is swapped for the other one within
+        the same attempt (see app/model_compat.py).
+        """
+        ends = time.monotonic() + remaining
+        refused: list[str] = []
+        for parameter in self.compat.parameters(model):
+            left = ends - time.monotonic()
+            if left < self.MIN_ATTEMPT_SECONDS:
+                raise _AttemptFailed("timeout")
+            try:
+                response = self._request(model, messages, parameter, left)
+            except _ParameterRefused:
+                refused.append(parameter)
+                continue
+            self.compat.worked(model, parameter)
+            break
+        else:
+            self.compat.refused(model, f"it refuses both {' and '.join(refused)}")
+            raise _AttemptFailed("parameters_refused", retry=False)
         counted = getattr(response, "usage", None)
         if counted is not None:
             for key in usage:
@@ -446,6 +456,30 @@ class OpenAIResponder:
         if not content:
             raise _AttemptFailed("empty")
         return content, getattr(response, "model", None) or model
+
+    def _request(self, model: str, messages: list[dict[str, str]], parameter: str, remaining: float) -> Any:
+        """Send one request capped by ``parameter``; raise _ParameterRefused or _AttemptFailed."""
+        future = self._get_executor().submit(
+            self._client.chat.completions.create,
+            model=model,
+            messages=messages,
+            temperature=self.temperature,
+            timeout=remaining,
+            **{parameter: self.max_tokens},
+        )
+        try:
+            # httpx's timeout is per phase (connect, each read); this bounds the call as a whole.
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()
+            raise _AttemptFailed("timeout") from None
+        except Exception as exc:
+            if refuses_parameter(exc, parameter):
+                raise _ParameterRefused(parameter) from exc
+            failure = _classify(exc)
+            if not failure.retry and failure.kind.startswith("http_4"):
+                self.compat.refused(model, refusal_reason(exc))
+            raise failure from exc
 
 
 def _classify(exc: BaseException) -> _AttemptFailed:

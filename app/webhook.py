@@ -598,8 +598,18 @@ def delivery_status() -> Response:
 
 @health_bp.get("/health")
 def health() -> tuple[Response, int]:
-    """Report whether the table is reachable and whether today's model budget is spent."""
+    """Report whether the table is reachable, whether the model takes our requests and
+    whether today's model budget is spent.
+
+    A model that refuses requests makes the status "degraded" (still 200: texts are
+    answered, by the offline persona); an unreachable table makes it 503.
+    """
     body: dict[str, Any] = {"status": "ok"}
+    problems = getattr(_ext("responder"), "compat", None)
+    refused = problems.problems() if problems is not None else {}
+    if refused:
+        body["status"] = "degraded"
+        body["model_errors"] = [{"model": model, "error": reason} for model, reason in refused.items()]
     try:
         _ext("storage").ping()
         body["storage"] = "ok"
@@ -609,7 +619,7 @@ def health() -> tuple[Response, int]:
     except StorageError as exc:
         log.error("health: store unavailable: %s", exc)
         body.update(status="unavailable", storage="unreachable")
-    return jsonify(body), 200 if body["status"] == "ok" else 503
+    return jsonify(body), 503 if body["status"] == "unavailable" else 200
 
 
 # ------------------------------------------------------------------ helpers

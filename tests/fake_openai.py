@@ -31,12 +31,19 @@ Behaviours (all are :class:`Behaviour`; build them with the helpers):
 cuts the wait short), ``malformed(raw=...)`` (a 200 whose body is not JSON), ``empty()``
 (``choices: []``), ``refusal(text)`` (an assistant message with ``refusal`` set and no content).
 Every behaviour accepts ``delay=`` seconds before answering.
+
+Requests are checked the way OpenAI checks them before any of that: a chat request for a
+reasoning model (``gpt-5*``, ``o1*``, ``o3*``, ``o4*``) that sends ``max_tokens`` gets OpenAI's
+400 ``unsupported_parameter`` error. ``FakeOpenAI(knows_max_completion_tokens=False)`` plays an
+older OpenAI-compatible server that knows only ``max_tokens`` and refuses
+``max_completion_tokens`` with a 400. Rejected requests are recorded in ``calls`` too.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -46,6 +53,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DEFAULT_TEXT = "mrrp. meow? the moon is a cursor, blinking. prrt."
+# OpenAI's reasoning models: they refuse max_tokens and take max_completion_tokens.
+REASONING_MODELS = re.compile(r"^(gpt-5|o1|o3|o4)")
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class FakeOpenAI:
 
     default: Behaviour = field(default_factory=reply)
     handler: Callable[[Any], Behaviour | str | None] | None = None
+    knows_max_completion_tokens: bool = True
 
     def __post_init__(self) -> None:
         self.calls: list[Call] = []
@@ -220,6 +230,18 @@ class FakeOpenAI:
                 return self._model_defaults[model]
         return self.default
 
+    def _refusal(self, body: Any) -> tuple[str, str | None, str | None] | None:
+        """Return (message, param, code) when the request would be refused as invalid, else None."""
+        if not isinstance(body, dict):
+            return None
+        model = str(body.get("model") or "")
+        if "max_tokens" in body and REASONING_MODELS.match(model):
+            return ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+        if "max_completion_tokens" in body and not self.knows_max_completion_tokens:
+            return "Unrecognized request argument supplied: max_completion_tokens", None, None
+        return None
+
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}-fake{next(self._ids)}"
 
@@ -277,6 +299,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if not (path.endswith("/chat/completions") or path.endswith("/responses")):
             self._error(404, f"unknown path {self.path}", "invalid_request_error")
+            return
+        refused = self.owner._refusal(body) if path.endswith("/chat/completions") else None
+        if refused is not None:
+            message, param, code = refused
+            self._error(400, message, "invalid_request_error", param=param, code=code)
             return
         behaviour = self.owner._choose(body)
         self._serve(behaviour, body, responses_api=path.endswith("/responses"))
@@ -361,9 +388,11 @@ class _Handler(BaseHTTPRequestHandler):
                       "output_tokens_details": {"reasoning_tokens": 0}},
         }
 
-    def _error(self, code: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
-        payload = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
-        self._json(code, payload, headers)
+    def _error(self, http_status: int, message: str, kind: str, headers: dict[str, str] | None = None, *,
+               param: str | None = None, code: str | None | object = ...) -> None:
+        error_code = kind if code is ... else code
+        payload = {"error": {"message": message, "type": kind, "param": param, "code": error_code}}
+        self._json(http_status, payload, headers)
 
     def _json(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(payload).encode(), "application/json", headers)

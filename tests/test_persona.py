@@ -68,7 +68,7 @@ def test_sends_system_prompt_window_in_order_and_current_text_once(fake, make_re
     [body] = fake.requests
     assert body["model"] == "cat-1"
     assert body["temperature"] == 0.7
-    assert body["max_tokens"] == 55
+    assert body["max_completion_tokens"] == 55 and "max_tokens" not in body
     assert body["messages"] == [
         {"role": "system", "content": PROMPT},
         {"role": "user", "content": "my name is Ada"},
