@@ -62,6 +62,15 @@ CHROMIUM_ARGS = (
 TIMEOUT_MS = 15_000
 
 
+def _expect_waits_long() -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
+_expect_waits_long()
+
+
 def chromium_path() -> str:
     """Return the Chromium to drive; fail (never skip) when there is none."""
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
