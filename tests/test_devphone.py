@@ -127,6 +127,19 @@ def test_a_body_twilio_would_refuse_is_refused(client):
     assert client.post("/dev-phone/api/send", data="number=+15555550142").status_code == 400
 
 
+def test_other_sites_cannot_text_through_the_dev_phone(app, client):
+    payload = '{"number": "+15555550142", "body": "forged"}'
+    # A cross-site HTML form can post text/plain but not application/json.
+    assert client.post("/dev-phone/api/send", data=payload, content_type="text/plain").status_code == 400
+    forged = client.post("/dev-phone/api/send", json={"number": NUMBER, "body": "forged"},
+                         headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 400
+    assert app.extensions["dadacat.manager"].get_history(NUMBER) == []
+    same = client.post("/dev-phone/api/send", json={"number": NUMBER, "body": "mine"},
+                       headers={"Origin": "http://localhost"})
+    assert same.status_code == 200
+
+
 def test_stop_and_start_are_sent_as_twilio_does(app, client):
     data = send(client, "stop").get_json()
     assert data["opted_out"] is True and "STOP" in data["note"]

@@ -246,6 +246,11 @@ def _unstored_bubble(params: dict[str, str], body: str, media: tuple[str, str] |
 
 
 def _json() -> dict[str, Any]:
+    # Only this page may send: JSON bodies (a cross-site form cannot send one without a
+    # CORS preflight, which is never granted) from this origin when the browser says.
+    origin = request.headers.get("Origin")
+    if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
+        raise BadRequest("cross-origin requests are refused")
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise BadRequest("send a JSON object")
