@@ -93,7 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REPLY_MAX_CHARS", 320, _int, "Replies are cut to this many characters on a word boundary (at most 1600)."),
     Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),
     # Operators
-    Setting("ADMIN_API_TOKEN", None, _str, "Bearer token for the operator API under /api/v1. Empty: the API answers 404.", True),
+    Setting("ADMIN_API_TOKEN", None, _str, "Operator token: bearer token of the API under /api/v1 and sign-in of the console at /console. Empty: both answer 404.", True),
+    Setting("CONSOLE_SESSION_HOURS", 12.0, _float, "How long a console sign-in lasts before the operator token is asked again."),
     # Development
     Setting("DEV_PHONE_ENABLED", False, _bool, "Serve the dev phone at /dev-phone/ (text the bot from a browser as any number). On in make run; keep off in production."),
     # Abuse and cost control
@@ -196,6 +197,8 @@ def _validate(config: Config) -> None:
             "DEV_PHONE_ENABLED is refused with TWILIO_VALIDATE_SIGNATURE off against AWS DynamoDB "
             "(a production-like setup): turn signature checks on, or turn the dev phone off"
         )
+    if not 0 < config["CONSOLE_SESSION_HOURS"] <= 24 * 30:
+        raise ConfigError("CONSOLE_SESSION_HOURS must be above 0 and at most 720 (30 days)")
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
 

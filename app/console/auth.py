@@ -1,0 +1,84 @@
+"""Console sign-in: the operator token is exchanged once for a session cookie.
+
+The cookie holds a random session id (HttpOnly, SameSite=Strict, Path=/console,
+Secure over https); the session item in DynamoDB says whether it is live, so
+signing out ends it everywhere at once. Every form carries a CSRF token bound
+to the session; the sign-in form carries one bound to a short-lived pre-session
+cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Response, abort, current_app, g, redirect, render_template, request, url_for
+
+from app.console.security import csrf_ok, token_ok
+
+log = logging.getLogger(__name__)
+
+COOKIE = "dadacat_console"
+SIGN_IN_COOKIE = "dadacat_console_sign_in"
+PATH = "/console"
+# Endpoints reachable without a session.
+OPEN_ENDPOINTS = ("console.sign_in", "console.static")
+
+
+def _sessions():
+    return current_app.extensions["dadacat.console_sessions"]
+
+
+def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path=PATH, httponly=True, samesite="Strict", secure=request.is_secure
+    )
+
+
+def require_session() -> Response | None:
+    """Let a request through with a live session (and a valid CSRF token on POST); else redirect."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    session_id = request.cookies.get(COOKIE, "")
+    if not session_id or not _sessions().is_live(session_id):
+        if request.method == "POST":
+            abort(403, "Your session has ended; sign in again.")
+        return redirect(url_for("console.sign_in"), 303)
+    if request.method == "POST" and not csrf_ok(session_id, request.form.get("csrf")):
+        abort(400, "This form has expired or did not come from the console; reload the page and try again.")
+    g.console_session = session_id
+    return None
+
+
+def sign_in() -> Response | tuple[str, int]:
+    """Show the sign-in form, or exchange a correct operator token for a session."""
+    if request.method == "GET":
+        nonce = secrets.token_urlsafe(24)
+        response = current_app.make_response(render_template("console/sign_in.html", nonce=nonce))
+        _set_cookie(response, SIGN_IN_COOKIE, nonce, 900)
+        return response
+    nonce = request.cookies.get(SIGN_IN_COOKIE, "")
+    given = request.form.get("nonce", "")
+    if not nonce or not secrets.compare_digest(nonce.encode(), given.encode("utf-8", "replace")):
+        abort(400, "This sign-in form has expired; reload the page and try again.")
+    if not token_ok(request.form.get("token")):
+        log.warning("console sign-in refused: wrong operator token from %s", request.remote_addr)
+        return render_template(
+            "console/sign_in.html", nonce=nonce, error="That is not the operator token."
+        ), 401
+    hours = current_app.config["CONSOLE_SESSION_HOURS"]
+    session_id = _sessions().start(hours * 3600)
+    log.info("console sign-in from %s", request.remote_addr)
+    response = redirect(url_for("console.conversations"), 303)
+    _set_cookie(response, COOKIE, session_id, int(hours * 3600))
+    response.delete_cookie(SIGN_IN_COOKIE, path=PATH)
+    return response
+
+
+def sign_out() -> Response:
+    """End the session on the server and drop the cookie."""
+    _sessions().end(g.console_session)
+    log.info("console sign-out")
+    response = redirect(url_for("console.sign_in", signed_out=1), 303)
+    response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="Strict", secure=request.is_secure)
+    return response
