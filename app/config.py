@@ -101,7 +101,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_PER_MINUTE", 6, _int, "Texts per number per minute that get an answer of any kind (reply, reset confirmation, busy line); 0: no limit."),
     Setting("RATE_LIMIT_PER_DAY", 200, _int, "Texts per number per UTC day that get an answer of any kind; 0: no limit."),
     Setting("DAILY_MODEL_CALL_BUDGET", 0, _int, "Model calls per day across all numbers; then the offline persona answers (0: no limit)."),
-    Setting("DAILY_TOKEN_BUDGET", 0, _int, "Model tokens per day across all numbers; then the offline persona answers (0: no limit)."),
+    Setting("DAILY_TOKEN_BUDGET", 0, _int, "Model tokens per day across all numbers, reserved before each call and settled after; then the offline persona answers (0: no limit)."),
     Setting("ALLOWED_NUMBERS", (), _list, "Comma-separated E.164 numbers; when set, only these are answered."),
     Setting("BLOCKED_NUMBERS", (), _list, "Comma-separated E.164 numbers that are never answered."),
     Setting("TURN_LEASE_SECONDS", 20.0, _float, "How long one number's turn may hold its lease before another worker may take over."),

@@ -46,10 +46,18 @@ class RateVerdict:
     day_count: int = 0
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens reserved against the budget of ``day`` for one model call (0: no token budget)."""
+
+    day: str
+    tokens: int = 0
+
+
 class Limits:
     """Per-number rate limits, a global daily model budget and allow/block lists.
 
-    :param storage: a store with ``increment_counter`` and ``get_counter``.
+    :param storage: a store with ``increment_counter``, ``reserve_counter`` and ``get_counter``.
     :param clock: returns seconds since the epoch; tests pin it to stay inside one window.
     """
 
@@ -124,21 +132,40 @@ class Limits:
 
     # ------------------------------------------------------- how much
 
-    def reserve_model_call(self) -> bool:
-        """Count one model call against today's budget; False when the budget is spent."""
-        if self.token_budget and self.tokens_today() >= self.token_budget:
-            return False
-        if self.call_budget:
-            calls = self.storage.increment_counter(
-                "*", f"model_calls_{self._day()}", 1, expires_in=_DAY_TTL
-            )
-            return calls <= self.call_budget
-        return True
+    def reserve_model_call(self, tokens: int = 0) -> Reservation | None:
+        """Reserve one model call and up to ``tokens`` tokens of today's budgets; None when spent.
 
-    def add_tokens(self, tokens: int) -> None:
-        """Add the tokens a reply used to today's global total (only when a token budget is set)."""
-        if self.token_budget and tokens > 0:
-            self.storage.increment_counter("*", f"tokens_{self._day()}", tokens, expires_in=_DAY_TTL)
+        The tokens are reserved before the call in one conditional write, so texts
+        arriving together cannot all pass a check made before any of them was counted:
+        once reservations reach the budget, later texts are refused. :meth:`settle`
+        replaces the reservation with what the call really used.
+        """
+        day = self._day()
+        reserved = 0
+        if self.token_budget:
+            reserved = max(1, int(tokens))
+            total = self.storage.reserve_counter(
+                "*", f"tokens_{day}", reserved, below=self.token_budget, expires_in=_DAY_TTL
+            )
+            if total is None:
+                return None
+        if self.call_budget:
+            calls = self.storage.increment_counter("*", f"model_calls_{day}", 1, expires_in=_DAY_TTL)
+            if calls > self.call_budget:
+                if reserved:
+                    self.storage.increment_counter("*", f"tokens_{day}", -reserved, expires_in=_DAY_TTL)
+                return None
+        return Reservation(day=day, tokens=reserved)
+
+    def settle(self, reservation: Reservation, used: int) -> None:
+        """Replace a reservation's tokens with the ``used`` ones (gives back what was not used)."""
+        if not reservation.tokens:
+            return
+        difference = max(0, int(used)) - reservation.tokens
+        if difference:
+            self.storage.increment_counter(
+                "*", f"tokens_{reservation.day}", difference, expires_in=_DAY_TTL
+            )
 
     def tokens_today(self) -> int:
         """Return the model tokens used today across all numbers."""

@@ -358,6 +358,17 @@ class OpenAIResponder:
         return [{"role": "system", "content": self.system_prompt}, *window,
                 {"role": "user", "content": current}]
 
+    def token_estimate(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
+                       message_id: str | None = None) -> int:
+        """Return a generous estimate of the tokens one call for this text uses: prompt plus reply.
+
+        Reserved against the daily token budget before the call (no tokenizer here: a
+        token is rarely shorter than two bytes of UTF-8, plus a few per message).
+        """
+        messages = self.build_messages(history, text, media_urls=media_urls, message_id=message_id)
+        prompt = sum(len(m["content"].encode("utf-8")) // 2 + 4 for m in messages)
+        return prompt + self.max_tokens
+
     def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
               media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
         """Return the model's reply, or the offline persona's when no model answers in time.

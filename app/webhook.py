@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from app.limits import Limits, TurnLease, backoff_delays, is_before, waits_on_earlier
+from app.limits import Limits, Reservation, TurnLease, backoff_delays, is_before, waits_on_earlier
 from app.logutil import log_fields, mask_number
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
@@ -264,11 +264,13 @@ def inbound_sms() -> Response:
         if verdict is not None:  # a retry was counted by the attempt that stored the text
             turn.count(active_numbers=int(first_text_today(limits, verdict, text.number, history, message)))
 
-        responder, fallback = choose_responder(limits, turn)
         context = context_window(history, message)
+        responder, fallback, reservation = choose_responder(limits, context, text, message, turn)
         started = time.monotonic()
         reply_obj = ask(responder, context, text, message, turn)
         turn.mark("model", started)
+        if reservation is not None:
+            settle(limits, reservation, _tokens(reply_obj), text)
         answer = truncate(reply_obj.text, current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
         stored = record_reply(
@@ -282,7 +284,6 @@ def inbound_sms() -> Response:
             turn=turn,
         )
         turn.latency_ms = float(getattr(reply_obj, "latency_ms", 0.0))
-        limits.add_tokens(_tokens(reply_obj))
         answer = stored.content
         turn.details.update(segments=segments.count, history=len(context))
         if fallback or reply_obj.fallback:
@@ -443,12 +444,30 @@ def refuse(
     return None
 
 
-def choose_responder(limits: Limits, turn: Turn) -> tuple[Any, str | None]:
-    """Return the model responder, or the offline persona once today's budget is spent."""
-    if limits.reserve_model_call():
-        return _ext("responder"), None
+def choose_responder(
+    limits: Limits, context: list[Message], text: InboundText, message: Message, turn: Turn
+) -> tuple[Any, str | None, Reservation | None]:
+    """Return the model responder and its budget reservation, or the offline persona once
+    today's budget is spent (or reserved by calls in flight)."""
+    responder = _ext("responder")
+    estimate = getattr(responder, "token_estimate", None)
+    tokens = (
+        estimate(context, text.body, media_urls=text.media_urls, message_id=message.message_id)
+        if estimate is not None else current_app.config["OPENAI_MAX_TOKENS"]
+    )
+    reservation = limits.reserve_model_call(tokens)
+    if reservation is not None:
+        return responder, None, reservation
     log.warning("sms sid=%s: daily model budget spent; the offline persona answers", turn.sid)
-    return _ext("offline_responder"), "budget"
+    return _ext("offline_responder"), "budget", None
+
+
+def settle(limits: Limits, reservation: Reservation, used: int, text: InboundText) -> None:
+    """Count what the call used instead of what was reserved; a failure only skews today's total."""
+    try:
+        limits.settle(reservation, used)
+    except StorageError as exc:
+        log.warning("sms sid=%s: could not settle the model budget: %s", text.sid, exc)
 
 
 def context_window(history: list[Message], message: Message) -> list[Message]:

@@ -1797,6 +1797,39 @@ class DynamoDBStorage:
         )
         return int(response["Attributes"]["value"]["N"])
 
+    def reserve_counter(
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+    ) -> int | None:
+        """Add ``amount`` to a counter only while it is below ``below``; return the new value or None.
+
+        One conditional UpdateItem, so concurrent reservations never all see the same
+        old value: once the counter reaches ``below``, every later reservation fails
+        until amounts are given back with :meth:`increment_counter` (a negative amount).
+        """
+        pk = "GLOBAL" if scope == "*" else _user_pk(scope)
+        values: dict[str, Any] = {":a": _n(int(amount)), ":below": _n(int(below))}
+        expression = "ADD #v :a"
+        if expires_in:
+            expression += " SET expires_at = if_not_exists(expires_at, :exp)"
+            values[":exp"] = _n(int(time.time() + expires_in))
+        try:
+            response = self._call(
+                "update_item",
+                passthrough=("ConditionalCheckFailedException",),
+                TableName=self.table_name,
+                Key={"pk": _s(pk), "sk": _s(f"N#{name}")},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#v) OR #v < :below",
+                ExpressionAttributeNames={"#v": "value"},
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise self._wrap(exc, "UpdateItem") from exc
+        return int(response["Attributes"]["value"]["N"])
+
     def get_counter(self, scope: str, name: str) -> int:
         """Return a counter's value (0 when it does not exist or has expired)."""
         pk = "GLOBAL" if scope == "*" else _user_pk(scope)

@@ -229,3 +229,29 @@ def test_a_steady_turn_makes_seven_dynamodb_requests(local_storage, fake):
         "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "UpdateItem",
         "DeleteItem",
     ]
+
+
+def test_token_budget_is_overshot_by_at_most_one_call_under_concurrency(local_storage, fake):
+    """30 numbers text at once with DAILY_TOKEN_BUDGET=30: reserve before the call, settle after."""
+    app = build_app(local_storage, fake, DAILY_TOKEN_BUDGET=30, REPLY_DEADLINE_SECONDS=14.0)
+    fake.default = reply("a costly purr", delay=0.3)  # every text is in flight together
+    barrier = threading.Barrier(30)
+
+    def send(index):
+        texter = Texter(app.test_client(), number=f"+1555000{index:04d}")
+        params = texter.params(f"hello {index}")
+        barrier.wait()
+        return texter.post(params)
+
+    with ThreadPoolExecutor(30) as pool:
+        responses = list(pool.map(send, range(30)))
+    assert all(len(twiml_bodies(r.data)) == 1 for r in responses)
+    manager = app.extensions["dadacat.manager"]
+    usages = []
+    for index in range(30):
+        _, replies = stored(manager, f"+1555000{index:04d}")
+        usages += [r.metadata["usage"]["total_tokens"] for r in replies if r.metadata.get("model") == "cat-1"]
+    assert len(usages) == len(fake.requests) >= 1
+    assert sum(usages) <= 30 + max(usages), f"{len(usages)} calls spent {sum(usages)} tokens"
+    # What was reserved was settled to what was used.
+    assert app.extensions["dadacat.limits"].tokens_today() == sum(usages)

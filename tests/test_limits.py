@@ -77,19 +77,32 @@ def test_zero_means_no_limit_and_no_writes(moto_storage):
 def test_call_budget(moto_storage):
     clock = Clock()
     limits = Limits(moto_storage, call_budget=2, clock=clock)
-    assert [limits.reserve_model_call() for _ in range(3)] == [True, True, False]
+    assert [limits.reserve_model_call() is not None for _ in range(3)] == [True, True, False]
     assert limits.budget_status() == {"spent": True, "model_calls": 3, "model_call_budget": 2}
     clock.now += 86400
     assert limits.reserve_model_call()
 
 
-def test_token_budget(moto_storage):
+def test_token_budget_is_reserved_before_the_call_and_settled_after(moto_storage):
     limits = Limits(moto_storage, token_budget=100, clock=Clock())
-    limits.add_tokens(60)
-    assert limits.reserve_model_call()
-    limits.add_tokens(40)
-    assert not limits.reserve_model_call()
+    first = limits.reserve_model_call(tokens=80)
+    second = limits.reserve_model_call(tokens=80)  # 80 is below 100: the one call that may overshoot
+    assert first and second and limits.tokens_today() == 160
+    assert limits.reserve_model_call(tokens=1) is None  # reserved up to the budget: refused
+    limits.settle(first, 30)
+    limits.settle(second, 30)  # the unused parts go back
+    assert limits.tokens_today() == 60
+    third = limits.reserve_model_call(tokens=80)
+    limits.settle(third, 40)
+    assert limits.reserve_model_call() is None
     assert limits.budget_status()["spent"] is True and limits.tokens_today() == 100
+
+
+def test_a_call_refused_by_the_call_budget_gives_its_tokens_back(moto_storage):
+    limits = Limits(moto_storage, token_budget=1000, call_budget=1, clock=Clock())
+    assert limits.reserve_model_call(tokens=200)
+    assert limits.reserve_model_call(tokens=200) is None
+    assert limits.tokens_today() == 200
 
 
 def test_lease_is_exclusive_until_released(moto_storage):

@@ -438,6 +438,20 @@ def test_counters_are_atomic(storage):
     assert storage.get_counter("*", "never") == 0
 
 
+def test_reservations_stop_at_the_limit_even_when_concurrent(storage):
+    def reserve(_):
+        return storage.reserve_counter("*", "tokens", 7, below=30, expires_in=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        values = list(pool.map(reserve, range(20)))
+    # Reservations pass while the counter is below 30: 0, 7, 14, 21, 28 -> five of them.
+    assert sorted(v for v in values if v is not None) == [7, 14, 21, 28, 35]
+    assert storage.get_counter("*", "tokens") == 35
+    assert storage.increment_counter("*", "tokens", -10) == 25  # give back the unused part
+    assert storage.reserve_counter("*", "tokens", 7, below=30) == 32
+    assert storage.reserve_counter("*", "tokens", 1, below=30) is None
+
+
 def test_create_table_is_idempotent(storage):
     assert storage.create_table() is False
     names = storage.client.list_tables()["TableNames"]
