@@ -375,9 +375,24 @@ class DynamoDBStorage:
             )
             if self.ttl_days:
                 self._enable_ttl()
+            if created:
+                self._enable_point_in_time_recovery()
         except (ClientError, BotoCoreError) as exc:
             raise self._wrap(exc, "table setup") from exc
         return created
+
+    def _enable_point_in_time_recovery(self) -> None:
+        """Turn on continuous backups (restore to any second of the last 35 days)."""
+        try:
+            self.client.update_continuous_backups(
+                TableName=self.table_name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+        except ClientError as exc:
+            # DynamoDB Local has no backups at all; AWS always has them.
+            if exc.response.get("Error", {}).get("Code") != "UnknownOperationException":
+                raise
+            log.info("point-in-time recovery is not available at this endpoint (DynamoDB Local)")
 
     def _enable_ttl(self) -> None:
         status = self.client.describe_time_to_live(TableName=self.table_name)

@@ -18,6 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Records the DynamoDB operations the suite's code paths call (tests/test_aws.py checks
+# the IAM policies against them).
+pytest_plugins = ["tests.dynamodb_operations"]
+
 # Fake credentials for moto and DynamoDB Local; never real ones in tests.
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
