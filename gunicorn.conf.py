@@ -7,6 +7,8 @@ app/config.py.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -36,3 +38,31 @@ forwarded_allow_ips = ""
 # itself (masked number, MessageSid, timings, outcome), so no access log.
 accesslog = None
 errorlog = "-"
+
+# Prometheus multiprocess mode (app/metrics.py): each worker writes its figures to
+# files in this folder and a scrape adds them up. The variable must be set before
+# any worker imports prometheus_client, so it is set here in the master; a folder
+# given by the platform is emptied first, since old files would be counted again.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_own_metrics_dir = not _metrics_dir
+if _metrics_dir:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for _name in os.listdir(_metrics_dir):
+        if _name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, _name))
+else:
+    _metrics_dir = tempfile.mkdtemp(prefix="dadacat-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (turns in flight); its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder this master made."""
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -50,7 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
     )
 
-    from app import api, cli, console, devphone, persona, webhook
+    from app import api, cli, console, devphone, metrics, persona, webhook
 
     persona.init_app(app)
     webhook.init_app(app)
@@ -58,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     devphone.init_app(app)
     console.init_app(app)
+    metrics.init_app(app)
 
     if not settings["TWILIO_VALIDATE_SIGNATURE"]:
         log.warning(

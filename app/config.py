@@ -107,6 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TURN_LEASE_SECONDS", 20.0, _float, "How long one number's turn may hold its lease before another worker may take over."),
     # Operations
     Setting("LOG_LEVEL", "INFO", _str, "Level of the bot's own logs; message bodies are never logged at INFO or above."),
+    Setting("METRICS_ENABLED", False, _bool, "Serve Prometheus metrics at /metrics (needs METRICS_TOKEN). Off: /metrics answers 404."),
+    Setting("METRICS_TOKEN", None, _str, "Bearer token Prometheus presents to read /metrics.", True),
     Setting("LOG_FORMAT", "text", _str, "text: one readable line per event; json: one JSON object per line with the same fields."),
     Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
@@ -190,6 +192,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must be above 0 and at most 30 seconds")
     if not 0 <= config["DYNAMODB_MAX_RETRIES"] <= 10:
         raise ConfigError("DYNAMODB_MAX_RETRIES must be between 0 and 10")
+    if config["METRICS_ENABLED"] and not config["METRICS_TOKEN"]:
+        raise ConfigError("METRICS_TOKEN is required when METRICS_ENABLED is on (metrics are never public)")
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, not {config['LOG_FORMAT']!r}")
     if config["DEV_PHONE_ENABLED"] and not config["TWILIO_VALIDATE_SIGNATURE"] and production_like(config):

@@ -20,6 +20,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, is_before, waits_on_earlier
 from app.logutil import log_fields, mask_number
+from app.metrics import observe_turn
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
 from conversation.daily_stats import DailyStats
@@ -186,6 +187,7 @@ class Turn:
         fields = {"event": "sms", "from": mask_number(self.number), "sid": self.sid, "outcome": outcome,
                   "status": response.status_code, "total_ms": round(total_ms),
                   **{f"{name}_ms": round(value) for name, value in self.marks.items()}, **self.details}
+        observe_turn(outcome, total_ms, self.marks, self.details, self.figures)
         log.info(
             "sms from=%s sid=%s outcome=%s status=%s total_ms=%.0f %s",
             mask_number(self.number), self.sid, outcome, response.status_code,
@@ -271,6 +273,8 @@ def inbound_sms() -> Response:
         turn.mark("model", started)
         if reservation is not None:
             settle(limits, reservation, _tokens(reply_obj), text)
+        if getattr(reply_obj, "error", None):
+            turn.details["model_error"] = reply_obj.error
         answer = truncate(reply_obj.text, current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
         stored = record_reply(

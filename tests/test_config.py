@@ -63,4 +63,4 @@ def test_defaults_and_types():
 
 def test_secrets_are_marked():
     secrets = {setting.name for setting in SETTINGS if setting.secret}
-    assert secrets == {"TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADMIN_API_TOKEN"}
+    assert secrets == {"TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADMIN_API_TOKEN", "METRICS_TOKEN"}

@@ -1,0 +1,123 @@
+"""/metrics under the Procfile's gunicorn with two workers: every scrape sees both workers' figures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from scripts.dynamodb_local import free_port, port_open
+from tests.fake_openai import FakeOpenAI, reply
+from tests.test_gunicorn import procfile_command
+from tests.test_metrics import samples
+from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "gunicorn-metrics-token"
+TEXTERS = 12
+
+
+@pytest.fixture
+def metered_gunicorn(local_storage, ddb_local, tmp_path):
+    """Run the Procfile's gunicorn (2 workers) with metrics on; yield its URL and metrics folder."""
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    with FakeOpenAI() as fake:
+        # Slow enough that concurrent texts spread over both workers.
+        fake.default = reply("prrt. counted", prompt_tokens=10, completion_tokens=5, delay=0.3)
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_THREADS": "4",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "DYNAMODB_TABLE_NAME": local_storage.table_name,
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "METRICS_ENABLED": "true",
+            "METRICS_TOKEN": TOKEN,
+        }
+        process = subprocess.Popen(procfile_command(), cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not port_open(port):
+                assert process.poll() is None, "gunicorn exited at start-up"
+                assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}", metrics_dir
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST and return (status, body); generous timeout, as a shared test machine can be slow."""
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, response.read()
+
+
+def scrape(base: str) -> dict:
+    request = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return samples(response.read())
+
+
+def test_two_workers_figures_add_up_in_every_scrape(metered_gunicorn):
+    base, metrics_dir = metered_gunicorn
+    url = f"{base}/sms"
+    lock = threading.Lock()
+    answered = []
+
+    def text(index: int) -> None:
+        texter = Texter(number=f"+1555766{index:04d}")
+        status, body = post(url, *texter.signed_post(url, texter.params(f"count me {index}")))
+        assert status == 200
+        with lock:
+            answered.extend(twiml_bodies(body))
+
+    with ThreadPoolExecutor(TEXTERS) as pool:
+        list(pool.map(text, range(TEXTERS)))
+    assert answered == ["prrt. counted"] * TEXTERS
+
+    # Both workers answered texts and wrote their own figures.
+    writers = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+    assert len(writers) == 2, writers
+
+    # Several scrapes, answered by either worker, all see the same totals.
+    for _ in range(4):
+        found = scrape(base)
+        assert found[("dadacat_texts_total", (("outcome", "replied"),))] == TEXTERS
+        assert found[("dadacat_reply_seconds_count", ())] == TEXTERS
+        assert found[("dadacat_model_seconds_count", ())] == TEXTERS
+        assert found[("dadacat_model_tokens_total", ())] == 15 * TEXTERS
+        assert found[("dadacat_sms_segments_total", ())] == TEXTERS
+        assert found[("dadacat_turns_in_flight", ())] == 0
+        buckets = {labels: value for (name, labels), value in found.items()
+                   if name == "dadacat_reply_seconds_bucket"}
+        assert buckets[(("le", "+Inf"),)] == TEXTERS
+
+    unauthorised = urllib.request.Request(f"{base}/metrics")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unauthorised, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
