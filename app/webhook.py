@@ -21,6 +21,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, is_before, waits_on_earlier
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
+from app.signed_form import InvalidText, text_sid
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
 from conversation.daily_stats import DailyStats
@@ -52,10 +53,6 @@ BUSY_LINE = "Purr... one thought at a time, human. Tell me again in a moment?"
 LAST_RESORT = "Meow. My whiskers are tangled right now; text me again in a minute."
 
 
-class InvalidText(ValueError):
-    """The form is not a usable Twilio text; the message says why (answered with 400)."""
-
-
 @dataclass
 class InboundText:
     """The parts of Twilio's form the bot uses."""
@@ -72,6 +69,9 @@ class InboundText:
     @classmethod
     def from_request(cls, form: Mapping[str, str], headers: Mapping[str, str]) -> InboundText:
         """Parse a Twilio form post; raise InvalidText on anything unusable."""
+        # Only the signed SID names a text; the unsigned idempotency token is kept
+        # as metadata and never makes a request a new text.
+        sid = text_sid(form)
         number = (form.get("From") or "").strip()
         if not number:
             raise InvalidText("the form has no From number")
@@ -80,11 +80,6 @@ class InboundText:
         except ValueError:
             raise InvalidText("From is not a phone number") from None
         token = headers.get("I-Twilio-Idempotency-Token") or None
-        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
-        if not sid and token:
-            sid = f"tok_{token}"
-        if not sid or len(sid) > 128:
-            raise InvalidText("the form has no usable MessageSid")
         body = form.get("Body") or ""
         if len(body) > MAX_BODY_CHARS:
             raise InvalidText(f"Body has {len(body)} characters; Twilio sends at most {MAX_BODY_CHARS}")

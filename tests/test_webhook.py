@@ -16,7 +16,7 @@ from app.sms import count_segments
 from app.webhook import BUSY_LINE, DAY_NOTICE, MINUTE_NOTICE, RESET_CONFIRMATION
 from conversation import ConversationManager, StorageError, StorageUnavailable
 from conversation.models import Message
-from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, twiml_bodies
+from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, sid_for, twiml_bodies
 
 NUMBER = "+15551234567"
 
@@ -143,13 +143,13 @@ def assert_empty(response) -> None:
 
 
 def test_text_is_answered_and_both_sides_are_stored(texter, responder, manager):
-    response = texter.text("hello cat", sid="SMfirst")
+    response = texter.text("hello cat", sid=sid_for("first"))
     assert only_body(response) == "meow: hello cat"
     history = manager.get_history(NUMBER)
     assert [(m.role, m.content) for m in history] == [("user", "hello cat"), ("assistant", "meow: hello cat")]
     text, reply = history
-    assert text.message_id == "SMfirst"
-    assert reply.reply_to == "SMfirst"
+    assert text.message_id == sid_for("first")
+    assert reply.reply_to == sid_for("first")
     assert reply.metadata["segments"] == 1 and reply.metadata["encoding"] == "GSM-7"
     assert text.metadata["idempotency_token"]
     conversation = manager.get_or_create_conversation(NUMBER)
@@ -253,9 +253,9 @@ def test_reset_variants_archive_the_conversation(texter, responder, manager, wor
 
 
 def test_reset_retry_answers_the_same_confirmation_without_resetting_again(texter, manager):
-    texter.text("reset", sid="SMreset")
+    texter.text("reset", sid=sid_for("reset"))
     texter.text("new beginning")
-    assert only_body(texter.text("reset", sid="SMreset")) == RESET_CONFIRMATION
+    assert only_body(texter.text("reset", sid=sid_for("reset"))) == RESET_CONFIRMATION
     assert [m.content for m in manager.get_history(NUMBER)][0] == "new beginning"
 
 
@@ -296,20 +296,17 @@ def test_opted_out_reset_archives_but_sends_nothing(texter, responder, manager):
 # ---------------------------------------------------------------- duplicates
 
 
-def test_retry_without_message_sid_is_matched_by_idempotency_token(texter, responder, manager):
+def test_a_form_without_a_sid_is_a_400_whatever_its_idempotency_token(texter, responder, manager):
     params = texter.params("no sid here")
     del params["MessageSid"]
-    headers = {"I-Twilio-Idempotency-Token": "tok-123"}
-    first = texter.post(params, headers=headers)
-    second = texter.post(params, headers=headers)
-    assert only_body(first) == only_body(second) == "meow: no sid here"
-    assert len(responder.calls) == 1
-    assert [m.content for m in manager.get_history(NUMBER)] == ["no sid here", "meow: no sid here"]
+    response = texter.post(params, headers={"I-Twilio-Idempotency-Token": "tok-123"})
+    assert response.status_code == 400 and "MessageSid" in response.get_data(as_text=True)
+    assert responder.calls == [] and manager.get_history(NUMBER) == []
 
 
 def test_retried_delivery_gets_the_same_reply_without_a_model_call(texter, responder, manager):
-    first = only_body(texter.text("once", sid="SMdup"))
-    second = only_body(texter.text("once", sid="SMdup"))
+    first = only_body(texter.text("once", sid=sid_for("dup")))
+    second = only_body(texter.text("once", sid=sid_for("dup")))
     assert first == second == "meow: once"
     assert len(responder.calls) == 1
     assert [m.content for m in manager.get_history(NUMBER)] == ["once", "meow: once"]
@@ -317,7 +314,7 @@ def test_retried_delivery_gets_the_same_reply_without_a_model_call(texter, respo
 
 def test_concurrent_retries_call_the_model_once(app, responder, manager):
     responder.delay = 0.3
-    params = Texter(number=NUMBER).params("at once", sid="SMstorm")
+    params = Texter(number=NUMBER).params("at once", sid=sid_for("storm"))
     results: list = [None] * 5
 
     def deliver(index: int) -> None:
@@ -340,11 +337,13 @@ def test_first_attempt_finds_the_reply_a_retry_gave_while_it_waited(app, moto_st
     assert moto_storage.acquire_lease(NUMBER, "retry-worker", 30)
     result = {}
     first = threading.Thread(
-        target=lambda: result.update(r=Texter(app.test_client(), number=NUMBER).text("hi", sid="SMrace"))
+        target=lambda: result.update(
+            r=Texter(app.test_client(), number=NUMBER).text("hi", sid=sid_for("race"))
+        )
     )
     first.start()
     for _ in range(200):
-        stored = manager.get_message(NUMBER, "SMrace")
+        stored = manager.get_message(NUMBER, sid_for("race"))
         if stored is not None:
             break
         time.sleep(0.02)
@@ -360,7 +359,7 @@ def send_in_threads(app, bodies, *, stagger_until_stored=None):
     results: dict[str, Any] = {}
     threads = []
     for index, body in enumerate(bodies):
-        sid = f"SMconc{index}"
+        sid = sid_for(f"conc{index}")
 
         def send(body=body, sid=sid):
             results[body] = Texter(app.test_client(), number=NUMBER).text(body, sid=sid)
@@ -420,15 +419,15 @@ def test_simultaneous_texts_from_one_number_take_turns(app, responder, manager):
 def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto_storage, responder, manager):
     app = make_app(REPLY_DEADLINE_SECONDS=0.6)
     assert moto_storage.acquire_lease(NUMBER, "another-worker", 30)
-    response = Texter(app.test_client(), number=NUMBER).text("anyone?", sid="SMbusy")
+    response = Texter(app.test_client(), number=NUMBER).text("anyone?", sid=sid_for("busy"))
     assert only_body(response) == BUSY_LINE
     assert responder.calls == []
-    reply = app.extensions["dadacat.manager"].get_reply(NUMBER, manager.get_message(NUMBER, "SMbusy"))
+    reply = app.extensions["dadacat.manager"].get_reply(NUMBER, manager.get_message(NUMBER, sid_for("busy")))
     assert reply.metadata["fallback"] == "turn_timeout"
 
 
 def test_fresh_unanswered_earlier_text_makes_the_next_wait(make_app, manager, responder):
-    manager.record_user_message(NUMBER, "still being answered elsewhere", message_id="SMearlier")
+    manager.record_user_message(NUMBER, "still being answered elsewhere", message_id=sid_for("earlier"))
     app = make_app(REPLY_DEADLINE_SECONDS=0.6)
     assert only_body(Texter(app.test_client(), number=NUMBER).text("next")) == BUSY_LINE
     assert responder.calls == []
@@ -528,9 +527,9 @@ def test_emoji_reply_counts_ucs2_segments(texter, responder, manager):
 def test_model_failure_still_answers_in_persona(texter, responder, offline, manager, caplog):
     responder.raises = RuntimeError("model exploded")
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
-        body = only_body(texter.text("are you ok?", sid="SMboom"))
+        body = only_body(texter.text("are you ok?", sid=sid_for("boom")))
     assert body == "offline: are you ok?"
-    assert any("SMboom" in record.getMessage() for record in caplog.records)
+    assert any(sid_for("boom") in record.getMessage() for record in caplog.records)
     assert [m.content for m in manager.get_history(NUMBER)] == ["are you ok?", "offline: are you ok?"]
 
 
@@ -555,10 +554,10 @@ def test_store_down_still_answers_and_logs_the_sid(make_app, responder, caplog):
     storage = BrokenStorage()
     app = make_app(STORAGE=storage, MANAGER=ConversationManager(storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
-        body = only_body(Texter(app.test_client(), number=NUMBER).text("hello?", sid="SMdown"))
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("hello?", sid=sid_for("down")))
     assert body == "offline: hello?"
     assert responder.calls == []
-    assert any("SMdown" in r.getMessage() and "store failed" in r.getMessage() for r in caplog.records)
+    assert any(sid_for("down") in r.getMessage() and "store failed" in r.getMessage() for r in caplog.records)
 
 
 class ReplyWriteFails(ConversationManager):
@@ -571,9 +570,9 @@ class ReplyWriteFails(ConversationManager):
 def test_store_failing_after_the_model_keeps_the_model_reply(make_app, moto_storage, responder, caplog):
     app = make_app(MANAGER=ReplyWriteFails(moto_storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
-        body = only_body(Texter(app.test_client(), number=NUMBER).text("first", sid="SMpart"))
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("first", sid=sid_for("part")))
     assert body == "meow: first"
-    assert any("SMpart" in r.getMessage() for r in caplog.records)
+    assert any(sid_for("part") in r.getMessage() for r in caplog.records)
     assert [m.content for m in ConversationManager(moto_storage).get_history(NUMBER)] == ["first"]
 
 
@@ -589,12 +588,12 @@ class HistoryFails(ConversationManager):
 def test_store_error_mid_turn_records_an_offline_reply(make_app, moto_storage, responder, caplog):
     app = make_app(MANAGER=HistoryFails(moto_storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
-        body = only_body(Texter(app.test_client(), number=NUMBER).text("hm?", sid="SMmid"))
+        body = only_body(Texter(app.test_client(), number=NUMBER).text("hm?", sid=sid_for("mid")))
     assert body == "offline: hm?"
     assert responder.calls == []
-    assert any("SMmid" in r.getMessage() for r in caplog.records)
+    assert any(sid_for("mid") in r.getMessage() for r in caplog.records)
     manager = ConversationManager(moto_storage)
-    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMmid"))
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, sid_for("mid")))
     assert reply.content == body and reply.metadata["fallback"] == "store_failed"
     assert moto_storage.acquire_lease(NUMBER, "probe", 1)  # the lease was released
 
@@ -604,9 +603,9 @@ def test_unexpected_bug_still_answers_and_is_logged(make_app, moto_storage, capl
     manager.error = RuntimeError("a bug")
     app = make_app(MANAGER=manager)
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
-        response = Texter(app.test_client(), number=NUMBER).text("hm?", sid="SMbug")
+        response = Texter(app.test_client(), number=NUMBER).text("hm?", sid=sid_for("bug"))
     assert only_body(response) == "offline: hm?"
-    assert any("SMbug" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert any(sid_for("bug") in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 # --------------------------------------------------------- limits and lists
@@ -622,8 +621,8 @@ def test_rate_limit_gives_one_notice_per_window_then_silence(make_app, moto_stor
     assert only_body(texter.text("two")) == "meow: two"
     assert only_body(texter.text("three")) == MINUTE_NOTICE
     assert_empty(texter.text("four"))
-    assert_empty(texter.text("five", sid="SMfive"))
-    assert_empty(texter.text("five", sid="SMfive"))  # a retry of a silenced text stays silent
+    assert_empty(texter.text("five", sid=sid_for("five")))
+    assert_empty(texter.text("five", sid=sid_for("five")))  # a retry of a silenced text stays silent
     assert len(responder.calls) == 2
     contents = [m.content for m in manager.get_history(NUMBER)]
     assert contents == ["one", "meow: one", "two", "meow: two", "three", MINUTE_NOTICE, "four", "five"]
@@ -678,24 +677,24 @@ def test_allow_list_admits_only_its_numbers(make_app, responder):
 
 
 def test_delivery_status_is_recorded_on_the_reply(texter, manager):
-    response = texter.text("track me", sid="SMtrack")
+    response = texter.text("track me", sid=sid_for("track"))
     action = parse_twiml(response.data)[0].get("action")
-    assert action == "http://localhost/sms/status?sid=SMtrack"
-    assert texter.status("SMtrack", "sent").status_code == 200
-    assert texter.status("SMtrack", "failed", ErrorCode="30003").status_code == 200
-    assert texter.status("SMtrack", "undelivered").status_code == 200
-    assert texter.status("SMtrack", "sent").status_code == 200  # late, ignored
-    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMtrack"))
+    assert action == f"http://localhost/sms/status?sid={sid_for('track')}"
+    assert texter.status(sid_for("track"), "sent").status_code == 200
+    assert texter.status(sid_for("track"), "failed", ErrorCode="30003").status_code == 200
+    assert texter.status(sid_for("track"), "undelivered").status_code == 200
+    assert texter.status(sid_for("track"), "sent").status_code == 200  # late, ignored
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, sid_for("track")))
     assert reply.metadata["delivery_status"] == "undelivered"
     assert reply.metadata["delivery_error_code"] == "30003"
     assert manager.get_or_create_conversation(NUMBER).counters["delivery_failures"] == 1
 
 
 def test_unsigned_status_callback_is_refused(texter, manager):
-    texter.text("track me", sid="SMtrack2")
+    texter.text("track me", sid=sid_for("track2"))
     response = texter.client.post("/sms/status?sid=SMtrack2", data={"To": NUMBER, "MessageStatus": "failed"})
     assert response.status_code == 403
-    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SMtrack2"))
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, sid_for("track2")))
     assert "delivery_status" not in reply.metadata
 
 
@@ -709,10 +708,10 @@ def test_health_reports_ok_and_unavailable(app, make_app):
 
 def test_one_info_line_per_request_without_the_body(texter, caplog):
     with caplog.at_level(logging.INFO, logger="app.webhook"):
-        texter.text("a very secret body", sid="SMlog")
+        texter.text("a very secret body", sid=sid_for("log"))
     lines = [r.getMessage() for r in caplog.records if r.name == "app.webhook" and r.levelno == logging.INFO]
     assert len(lines) == 1
-    assert "SMlog" in lines[0] and "outcome=replied" in lines[0] and "+15*******67" in lines[0]
+    assert sid_for("log") in lines[0] and "outcome=replied" in lines[0] and "+15*******67" in lines[0]
     assert "secret" not in lines[0] and NUMBER not in lines[0]
 
 

@@ -7,6 +7,7 @@ for a real HTTP server (:meth:`Texter.signed_post`).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -22,6 +23,11 @@ BOT_NUMBER = "+15550001111"
 def new_sid(prefix: str = "SM") -> str:
     """Return a fresh Twilio-looking SID."""
     return prefix + uuid.uuid4().hex
+
+
+def sid_for(label: str, prefix: str = "SM") -> str:
+    """Return a valid SID that is always the same for ``label`` (readable tests, real format)."""
+    return prefix + hashlib.md5(label.encode(), usedforsecurity=False).hexdigest()
 
 
 def parse_twiml(text: str | bytes) -> list[ET.Element]:
