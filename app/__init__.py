@@ -50,8 +50,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
     )
 
-    from app import api, cli, console, devphone, metrics, persona, webhook
+    from app import api, body_limit, cli, console, devphone, metrics, persona, webhook
 
+    body_limit.init_app(app)
     persona.init_app(app)
     webhook.init_app(app)
     api.init_app(app)

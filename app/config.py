@@ -69,6 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_VALIDATE_SIGNATURE", True, _bool, "Check X-Twilio-Signature on every request. Turning it off logs a warning."),
     Setting("PUBLIC_BASE_URL", None, _str, "Public URL Twilio calls (e.g. https://dadacat.example.com); used to check signatures behind proxies."),
     Setting("TRUST_PROXY_HOPS", 0, _int, "Number of proxies in front of the app whose X-Forwarded-* headers are trusted (Heroku: 1)."),
+    Setting("MAX_REQUEST_BYTES", 65536, _int, "Largest request body accepted; bigger ones get 413 unread (Twilio posts a few KB)."),
     # Storage
     Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
     Setting("AWS_REGION", "us-east-1", _str, "AWS region of the table."),
@@ -185,6 +186,8 @@ def _validate(config: Config) -> None:
                  "TRUST_PROXY_HOPS"):
         if config[name] < 0:
             raise ConfigError(f"{name} must not be negative")
+    if config["MAX_REQUEST_BYTES"] < 4096:
+        raise ConfigError("MAX_REQUEST_BYTES must be at least 4096 (a Twilio post with media is a few KB)")
     if config["PERSONA_FILE"] and not Path(config["PERSONA_FILE"]).is_file():
         raise ConfigError(f"PERSONA_FILE {config['PERSONA_FILE']!r} does not exist")
     for name in ("DYNAMODB_CONNECT_TIMEOUT", "DYNAMODB_READ_TIMEOUT"):

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import pytest
 from conversation import ConversationManager
 from scripts.dynamodb_local import free_port, port_open
 from tests.fake_openai import FakeOpenAI, reply
-from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, twiml_bodies
+from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, sid_for, twiml_bodies
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+15557654321"
@@ -68,7 +69,7 @@ def gunicorn_server(local_storage, ddb_local, tmp_path):
                     assert process.poll() is None, log_path.read_text()
                     assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
                     time.sleep(0.1)
-                yield f"http://127.0.0.1:{port}", log_path, fake
+                yield f"http://127.0.0.1:{port}", log_path, fake, process
             finally:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -88,16 +89,16 @@ def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str, byte
 
 
 def test_gunicorn_answers_signed_texts_over_http(gunicorn_server, local_storage):
-    base, log_path, fake = gunicorn_server
+    base, log_path, fake, _ = gunicorn_server
     texter = Texter(number=NUMBER)
     url = f"{base}/sms"
 
-    params = texter.params("hello from a real socket 🐾", sid="SMgunicorn1")
+    params = texter.params("hello from a real socket 🐾", sid=sid_for("gunicorn1"))
     code, content_type, body = post(url, *texter.signed_post(url, params))
     assert code == 200 and content_type.startswith("application/xml")
     [message] = parse_twiml(body)
     assert message.text == "prrt. the fake model says hello"
-    assert message.get("action") == f"{base}/sms/status?sid=SMgunicorn1"
+    assert message.get("action") == f"{base}/sms/status?sid={sid_for('gunicorn1')}"
 
     # A retry of the same text and three more texts at once, spread over two workers.
     results: dict[str, list[str]] = {}
@@ -116,7 +117,7 @@ def test_gunicorn_answers_signed_texts_over_http(gunicorn_server, local_storage)
     assert all(len(bodies) == 1 for bodies in results.values()), results
     assert len(fake.requests) == 4  # the retry did not reach the model
 
-    data, headers = texter.signed_post(url, dict(params, MessageSid="SMforged"))
+    data, headers = texter.signed_post(url, dict(params, MessageSid=sid_for("forged")))
     headers["X-Twilio-Signature"] = texter.sign(url, params)
     assert post(url, data, headers)[0] == 403
 
@@ -130,6 +131,81 @@ def test_gunicorn_answers_signed_texts_over_http(gunicorn_server, local_storage)
         ["hello from a real socket 🐾", "burst 0", "burst 1", "burst 2"]
     )
     log_text = log_path.read_text()
-    assert "sid=SMgunicorn1 outcome=replied" in log_text
+    assert f"sid={sid_for('gunicorn1')} outcome=replied" in log_text
     assert "outcome=duplicate" in log_text
     assert NUMBER not in log_text and "real socket" not in log_text
+
+
+def worker_pids(master: subprocess.Popen) -> list[int]:
+    """Return the pids of gunicorn's workers (the master's children)."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def raw_post(port: int, head: bytes, chunks, timeout: float = 15.0) -> tuple[bytes, int]:
+    """Send a head, then body chunks until the server answers or closes; return (answer, bytes sent)."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(head)
+        conn.setblocking(False)
+        answer = b""
+        for chunk in chunks:
+            try:
+                answer += conn.recv(65536)
+            except BlockingIOError:
+                pass
+            except ConnectionError:
+                break
+            if answer:
+                break
+            try:
+                conn.sendall(chunk)
+                sent += len(chunk)
+            except (BlockingIOError, ConnectionError):
+                break
+        conn.settimeout(timeout)
+        try:
+            while b"\r\n\r\n" not in answer:
+                more = conn.recv(65536)
+                if not more:
+                    break
+                answer += more
+        except ConnectionError:
+            pass
+    return answer, sent
+
+
+def test_oversized_bodies_get_413_unread_and_worker_memory_stays_put(gunicorn_server):
+    base, _, fake, master = gunicorn_server
+    port = int(base.rsplit(":", 1)[1])
+    with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
+        assert response.status == 200  # both workers have started and imported everything
+    before = {pid: rss_kib(pid) for pid in worker_pids(master)}
+    hundred_mb = 100 * 1024 * 1024
+    head = (
+        f"POST /sms HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged\r\n"
+    )
+    # Declared 100 MB: the answer comes before the body is sent at all.
+    answer, _ = raw_post(port, (head + f"Content-Length: {hundred_mb}\r\n\r\n").encode(), [])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # Chunked, no length: read only up to the cap, then 413 (the sender is cut off).
+    chunk = b"Body=" + b"x" * 65531
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    answer, sent = raw_post(
+        port, (head + "Transfer-Encoding: chunked\r\n\r\n").encode(), (framed for _ in range(1600))
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < hundred_mb
+    after = {pid: rss_kib(pid) for pid in worker_pids(master)}
+    assert after.keys() == before.keys()  # no worker died
+    grown = {pid: after[pid] - before[pid] for pid in before}
+    assert max(grown.values()) < 16 * 1024, f"worker RSS grew by {grown} KiB"
+    assert fake.requests == []
