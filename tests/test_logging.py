@@ -11,7 +11,7 @@ import pytest
 from app import create_app
 from app.config import ConfigError, load_config
 from app.persona import OfflineResponder
-from tests.twilio_helpers import AUTH_TOKEN, Texter
+from tests.twilio_helpers import AUTH_TOKEN, Texter, sid_for
 
 NUMBER = "+15551234567"
 SECRET_BODY = "my secret plan involves tuna"
@@ -50,21 +50,21 @@ def test_json_lines_are_objects_with_the_text_lines_fields(moto_storage, log_str
     app = build(moto_storage, "text")
     stream = log_stream()
     texter = Texter(app.test_client(), number=NUMBER)
-    assert texter.text(SECRET_BODY, sid="SMtextline").status_code == 200
+    assert texter.text(SECRET_BODY, sid=sid_for("textline")).status_code == 200
     [text_line] = sms_lines(stream.getvalue())
 
     app = build(moto_storage, "json")
     texter = Texter(app.test_client(), number="+15551234568")
     stream.truncate(0)
     stream.seek(0)
-    assert texter.text(SECRET_BODY, sid="SMjsonline").status_code == 200
+    assert texter.text(SECRET_BODY, sid=sid_for("jsonline")).status_code == 200
     output = stream.getvalue()
     records = [json.loads(line) for line in output.splitlines()]  # every line is one object
     [record] = [r for r in records if r.get("event") == "sms"]
 
     assert {"time", "level", "logger", "message"} <= set(record)
     assert record["level"] == "INFO" and record["logger"] == "app.webhook"
-    assert record["sid"] == "SMjsonline" and record["outcome"] == "replied" and record["status"] == 200
+    assert record["sid"] == sid_for("jsonline") and record["outcome"] == "replied" and record["status"] == 200
     # Every key=value of the text line is a field of the JSON object.
     text_keys = {part.split("=", 1)[0] for part in text_line.split(": ", 1)[1].split() if "=" in part}
     assert text_keys <= set(record), text_keys - set(record)
@@ -76,9 +76,9 @@ def test_json_lines_are_objects_with_the_text_lines_fields(moto_storage, log_str
 def test_text_format_stays_one_readable_line(moto_storage, log_stream):
     app = build(moto_storage, "text")
     stream = log_stream()
-    Texter(app.test_client(), number=NUMBER).text(SECRET_BODY, sid="SMplain")
+    Texter(app.test_client(), number=NUMBER).text(SECRET_BODY, sid=sid_for("plain"))
     [line] = sms_lines(stream.getvalue())
-    assert "sms from=+15*******67 sid=SMplain outcome=replied status=200" in line
+    assert f"sms from=+15*******67 sid={sid_for('plain')} outcome=replied status=200" in line
     assert not line.lstrip().startswith("{")
     assert NUMBER not in stream.getvalue() and "tuna" not in stream.getvalue()
 
