@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run sms test bench lint docs install install-dev clean
+.PHONY: run sms test bench soak lint docs install install-dev clean
 
 # Bot port for `make run` / `make sms`; DYNAMODB_LOCAL=auto|jar|docker picks DynamoDB Local's source.
 PORT ?= 5000
@@ -60,6 +60,13 @@ docs: $(VENV)/.installed
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 9 --texters 50,100,200,400".
 bench: install-dev
 	$(PY) -m scripts.bench $(BENCH_ARGS)
+
+# Runs gunicorn against DynamoDB Local under steady mixed traffic and prints a table per
+# minute (texts, replies, losses, duplicates, errors, p50/p99, RSS per worker);
+# SOAK_SECONDS sets the length (10 to 3600, default 600). Exits 1 on losses or leftovers.
+SOAK_SECONDS ?= 600
+soak: install-dev
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m scripts.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_MODULES) .pytest_cache .ruff_cache
