@@ -133,6 +133,9 @@ def docker_available() -> bool:
     return result.returncode == 0
 
 
+GENERATED_TOKEN_PREFIX = "local-"
+
+
 def child_environment(
     base: Mapping[str, str], dotenv_values: Mapping[str, str], endpoint_url: str | None, *, local: bool
 ) -> dict[str, str]:
@@ -151,6 +154,9 @@ def child_environment(
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The browser dev phone is for exactly this: a bot on the developer's machine.
     env.setdefault("DEV_PHONE_ENABLED", "true")
+    # The console needs an operator token; a local run without one gets a fresh one each time.
+    if not (env.get("ADMIN_API_TOKEN") or "").strip():
+        env["ADMIN_API_TOKEN"] = GENERATED_TOKEN_PREFIX + secrets.token_urlsafe(18)
     return env
 
 
@@ -179,11 +185,21 @@ def docker_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def next_steps(url: str) -> str:
-    """Return the text printed once the bot answers."""
+def next_steps(url: str, operator_token: str | None = None) -> str:
+    """Return the text printed once the bot answers.
+
+    A token this script generated is shown (it exists only for this run); one the
+    developer configured is not.
+    """
+    base = url.rsplit("/", 1)[0]
+    if operator_token and operator_token.startswith(GENERATED_TOKEN_PREFIX):
+        sign_in = f"sign in with {operator_token} (generated for this run)"
+    else:
+        sign_in = "sign in with your ADMIN_API_TOKEN"
     return (
         "\nDadaCat SMS is up at " + url + "\n"
-        "Text it from your browser: " + url.rsplit("/", 1)[0] + "/dev-phone/ (the dev phone)\n"
+        "Text it from your browser: " + base + "/dev-phone/ (the dev phone)\n"
+        "Read the conversations: " + base + "/console/ (" + sign_in + ")\n"
         "or from another terminal:\n"
         "    make sms                                  (interactive phone)\n"
         "    .venv/bin/python scripts/sms.py \"hello cat\" (one text)\n"
@@ -310,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         status = _wait_health(f"http://{args.host}:{args.port}/health", bot, 60)
         if status != 200:
             print(f"warning: GET /health answered {status}; see the log above", file=sys.stderr)
-        print(next_steps(url), flush=True)
+        print(next_steps(url, env.get("ADMIN_API_TOKEN")), flush=True)
         bot.wait()
         return 0 if bot.returncode in (0, -signal.SIGINT, -signal.SIGTERM) else 1
     except KeyboardInterrupt:

@@ -130,3 +130,14 @@ def test_create_table_script_is_idempotent():
     with mock_aws():
         assert create_table(config, environ={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"})
         assert create_table(config) is False
+
+
+def test_make_run_opens_the_console_with_a_token_of_its_own_unless_one_is_set():
+    generated = run_local.child_environment({}, {}, None, local=True)["ADMIN_API_TOKEN"]
+    again = run_local.child_environment({}, {}, None, local=True)["ADMIN_API_TOKEN"]
+    assert generated.startswith("local-") and len(generated) > 20 and generated != again
+    steps = run_local.next_steps("http://127.0.0.1:5000/sms", generated)
+    assert "http://127.0.0.1:5000/console/" in steps and generated in steps
+    mine = run_local.child_environment({}, {"ADMIN_API_TOKEN": "my-own-secret"}, None, local=True)
+    assert mine["ADMIN_API_TOKEN"] == "my-own-secret"
+    assert "my-own-secret" not in run_local.next_steps("http://127.0.0.1:5000/sms", "my-own-secret")
