@@ -280,7 +280,7 @@ def test_actions_ask_for_confirmation_first(app, console):
     for name in ("rename", "archive", "reset", "export", "delete", "hard-delete", "erase"):
         confirm = console.get(f"{ref}/{name}")
         body = confirm.get_data(as_text=True)
-        assert confirm.status_code == 200 and '<form method="post">' in body and "Cancel" in body, name
+        assert confirm.status_code == 200 and '<form method="post">' in body and ">Back</a>" in body, name
     assert app.extensions["dadacat.manager"].list_conversations(ALICE).items[0].is_active
 
 

@@ -28,3 +28,6 @@ def test_points_stay_inside_the_plot_area():
         x, y = map(float, point.split(","))
         assert chart.plot_left <= x <= chart.plot_right and 12 <= y <= chart.plot_bottom
     assert format_value(12.5, "%") == "12.5%" and format_value(1234.0) == "1,234"
+    assert format_value(2500.0, "ms") == "2.5 s" and format_value(750.0, "ms") == "750 ms"
+    labels = chart.x_labels
+    assert labels[0][1:] == ("01-01", "start") and labels[-1][1:] == ("01-30", "end")

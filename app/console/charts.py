@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 WIDTH = 640
 HEIGHT = 200
-LEFT = 52
+LEFT = 60
 RIGHT = 12
 TOP = 12
 BOTTOM = 26
@@ -37,7 +37,7 @@ class Chart:
     series: list[Series]
     lines: list[tuple[Series, list[str], list[tuple[float, float]]]] = field(default_factory=list)
     y_ticks: list[tuple[float, str]] = field(default_factory=list)
-    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    x_labels: list[tuple[float, str, str]] = field(default_factory=list)
     width: int = WIDTH
     height: int = HEIGHT
 
@@ -67,6 +67,8 @@ def format_value(value: float | None, unit: str = "") -> str:
         return "\u2013"
     if unit == "%":
         return f"{value:.1f}%"
+    if unit == "ms" and value >= 1000:
+        return f"{value / 1000:g} s"
     text = f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.1f}"
     return f"{text} {unit}".strip() if unit and unit != "%" else text
 
@@ -118,5 +120,11 @@ def build_chart(title: str, days: list[str], series: list[Series], unit: str = "
         chart.lines.append((s, runs, dots if len(days) <= 31 else []))
     chart.y_ticks = [(y(top * f), format_value(top * f, unit)) for f in (0, 0.5, 1)]
     step = max(1, len(days) // 6)
-    chart.x_labels = [(x(i), days[i][5:]) for i in range(0, len(days), step)]
+    shown = list(range(0, len(days) - 1, step)) + [len(days) - 1]
+    if len(shown) > 2 and shown[-1] - shown[-2] < step / 2:
+        del shown[-2]  # keep the last day's label clear of its neighbour
+    chart.x_labels = [
+        (x(i), days[i][5:], "start" if i == 0 else "end" if i == len(days) - 1 else "middle")
+        for i in shown
+    ]
     return chart

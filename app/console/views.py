@@ -167,9 +167,11 @@ def conversations() -> str:
     )
     if reveal:
         ops.audit("reveal_numbers", count=len(page.items), via=VIA)
+    # The activity index orders by minute; within a page, order by the exact time.
+    items = sorted(page.items, key=lambda c: c.last_message_at or c.updated_at or "", reverse=True)
     return render_template(
         "console/conversations.html",
-        rows=[conversation_row(c, reveal) for c in page.items],
+        rows=[conversation_row(c, reveal) for c in items],
         next_page=_next_page("recent", page.cursor),
         reveal=reveal,
         done=DONE.get(request.args.get("done", "")),
