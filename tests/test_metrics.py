@@ -14,7 +14,7 @@ from app.config import ConfigError
 from app.persona import OfflineResponder
 from tests.faults import THROTTLED, FaultInjector
 from tests.test_webhook import ScriptedResponder
-from tests.twilio_helpers import AUTH_TOKEN, Texter
+from tests.twilio_helpers import AUTH_TOKEN, Texter, sid_for
 
 TOKEN = "metrics-token-for-tests"
 NUMBER = "+15551230000"
@@ -72,7 +72,7 @@ def test_texts_outcomes_latency_tokens_segments_and_budget_add_up(make_app):
     texter = Texter(client, number=NUMBER)
     for index in range(3):
         assert texter.text(f"hello {index}").status_code == 200
-    params = texter.params("once more", sid="SMretried")
+    params = texter.params("once more", sid=sid_for("retried"))
     texter.post(params)
     texter.post(params)  # Twilio's retry of the same text
     assert texter.text("reset").status_code == 200
