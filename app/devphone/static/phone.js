@@ -130,7 +130,7 @@
   }
 
   async function refresh() {
-    if (polling || !number) {
+    if (polling || !number || document.hidden) {
       return;
     }
     polling = true;
@@ -232,6 +232,7 @@
     });
   }
 
+  document.addEventListener("visibilitychange", refresh);
   refresh();
   window.setInterval(refresh, POLL_MS);
 })();
