@@ -28,6 +28,7 @@ from scripts.bench.common import (
     USER_CHARS,
     CapacityMeter,
     Stopwatch,
+    billed_wcu,
     median,
     percentile,
     sms_text,
@@ -223,6 +224,8 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     with meter.measure() as usage:
         signed_post(metered_app, validator, numbers[1], text)
     webhook_calls = dict(usage.calls)
+    # What the turn is billed on AWS (docs/scaling.md prices it): transactions by AWS's rules.
+    webhook_capacity = {"rcu": usage.rcu, "wcu": billed_wcu(usage, plain)}
     metered_floor = Floor(make_client(endpoint_url, meter), table, storage)
     metered_floor.cids = floor.cids
     with meter.measure() as usage:
@@ -264,6 +267,7 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         "floor": summary(floor_ms),
         "same": summary(same_ms),
         "webhook_calls": webhook_calls,
+        "webhook_capacity": webhook_capacity,
         "floor_calls": floor_calls,
         "same_calls": same_calls,
     }

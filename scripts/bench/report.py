@@ -337,6 +337,13 @@ def _webhook_section(hook: dict[str, Any]) -> list[str]:
                  f"(webhook / same requests bare = {hook['ratio_same_p50']:.2f}x).")
     out.append(text)
     out.append("")
+    if "webhook_capacity" in hook:
+        capacity = hook["webhook_capacity"]
+        out.append(f"Capacity of one webhook turn (the metered turn above): **{capacity['wcu']:.1f} WCU** "
+                   f"by AWS's rules (transactions at 2 WCU per started KB of each item) and "
+                   f"**{capacity['rcu']:.1f} RCU**, as DynamoDB Local reports reads; "
+                   "docs/scaling.md prices these.")
+        out.append("")
     return out
 
 
