@@ -406,3 +406,40 @@ def test_the_console_says_when_the_store_is_unreachable(unreachable_storage):
     )
     assert response.status_code == 503
     assert "cannot be reached" in response.get_data(as_text=True)
+
+
+def test_long_conversations_page_their_messages(app, console, monkeypatch):
+    from app.console import views
+
+    monkeypatch.setattr(views, "MESSAGES_PER_PAGE", 3)
+    manager = app.extensions["dadacat.manager"]
+    for index in range(4):
+        manager.add_user_message(ALICE, f"line {index}")
+    page, ref = open_conversation(console, ALICE)
+    body = page.get_data(as_text=True)
+    assert [f"line {i}" in body for i in range(4)] == [True, True, True, False]
+    (more,) = links(body, r"page=")
+    rest = console.get(ref + more).get_data(as_text=True)
+    assert "line 3" in rest and "line 0" not in rest
+
+
+def test_references_die_with_the_operator_token(moto_storage):
+    def signed_in(token):
+        app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": token})
+        console = Console(app.test_client())
+        console.get("/console/sign-in")
+        console.post("/console/sign-in", {"token": token, "nonce": hidden(console.last_html, "nonce")},
+                     csrf=False)
+        return app, console
+
+    app, old = signed_in("old-token")
+    app.extensions["dadacat.manager"].add_user_message(ALICE, "hello")
+    _, ref = open_conversation(old, ALICE)
+    _, new = signed_in("new-token")
+    assert new.get(ref).status_code == 404
+    # A session started under the old token is signed out under the new one.
+    cookie = old.client.get_cookie("dadacat_console", path="/console").value
+    new.client.set_cookie("dadacat_console", cookie, path="/console")
+    assert new.client.get("/console/").status_code == 303
+    assert new.client.post(ref + "/erase", data={"csrf": hidden(old.last_html, "csrf")}).status_code == 403
+    assert old.get("/console/").status_code == 200  # the old token's console still knows it

@@ -1,8 +1,9 @@
 """Console sign-in: the operator token is exchanged once for a session cookie.
 
-The cookie holds a random session id (HttpOnly, SameSite=Strict, Path=/console,
-Secure over https); the session item in DynamoDB says whether it is live, so
-signing out ends it everywhere at once. Every form carries a CSRF token bound
+The cookie holds a random session id and a MAC keyed from the operator token
+(HttpOnly, SameSite=Strict, Path=/console, Secure over https); the session item
+in DynamoDB says whether it is live, so signing out ends it on the server, and
+a new operator token voids every cookie. Every form carries a CSRF token bound
 to the session; the sign-in form carries one bound to a short-lived pre-session
 cookie.
 """
@@ -14,7 +15,7 @@ import secrets
 
 from flask import Response, abort, current_app, g, redirect, render_template, request, url_for
 
-from app.console.security import csrf_ok, token_ok
+from app.console.security import csrf_ok, session_cookie, session_from_cookie, token_ok
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def require_session() -> Response | None:
     """Let a request through with a live session (and a valid CSRF token on POST); else redirect."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    session_id = request.cookies.get(COOKIE, "")
+    # A cookie minted under another operator token is refused before any read.
+    session_id = session_from_cookie(request.cookies.get(COOKIE))
     if not session_id or not _sessions().is_live(session_id):
         if request.method == "POST":
             abort(403, "Your session has ended; sign in again.")
@@ -70,7 +72,7 @@ def sign_in() -> Response | tuple[str, int]:
     session_id = _sessions().start(hours * 3600)
     log.info("console sign-in from %s", request.remote_addr)
     response = redirect(url_for("console.conversations"), 303)
-    _set_cookie(response, COOKIE, session_id, int(hours * 3600))
+    _set_cookie(response, COOKIE, session_cookie(session_id), int(hours * 3600))
     response.delete_cookie(SIGN_IN_COOKIE, path=PATH)
     return response
 

@@ -62,6 +62,20 @@ def unseal(purpose: str, token: str) -> str:
         raise BadReference("not a reference this console issued") from None
 
 
+def session_cookie(session_id: str) -> str:
+    """Return the cookie value for a session: its id and a MAC under the current token."""
+    mac = hmac.new(_key("session"), session_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{session_id}.{mac}"
+
+
+def session_from_cookie(value: str | None) -> str | None:
+    """Return the session id of a cookie minted under the current token, else None."""
+    session_id, _, mac = (value or "").rpartition(".")
+    if not session_id or len(value or "") > 200:
+        return None
+    return session_id if hmac.compare_digest(session_cookie(session_id), value or "") else None
+
+
 def csrf_token(session_id: str) -> str:
     """Return the CSRF token of a session (an HMAC of its id)."""
     return hmac.new(_key("csrf"), session_id.encode(), hashlib.sha256).hexdigest()
