@@ -242,9 +242,4 @@ def waits_on_earlier(history: list[Message], message: Message, *, now: float, ma
 
 def is_before(item: Message, message: Message) -> bool:
     """Return whether ``item`` sits before ``message`` in the same conversation."""
-    return (
-        item.conversation_id == message.conversation_id
-        and item.position is not None
-        and message.position is not None
-        and item.position < message.position
-    )
+    return item.precedes(message)

@@ -153,7 +153,7 @@ class DynamoDBSession:
     async def clear_session(self) -> None:
         """Delete every item of the session and its header."""
         await _finish_even_if_cancelled(
-            asyncio.to_thread(self.storage.clear_messages, self.user_id, self.conversation_id)
+            asyncio.to_thread(self.storage.clear_conversation, self.user_id, self.conversation_id)
         )
 
     # ---------------------------------------------------------- sync helpers

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from conversation.dynamodb import keys
 from conversation.models import utc_now
 
 SHARDS = 4
@@ -36,7 +37,6 @@ FIGURES = (
 )
 # Aggregates outlive the longest dashboard period comfortably, then TTL removes them.
 KEEP_DAYS = 400
-_PK_PREFIX = "STATS#"
 
 
 @dataclass
@@ -108,7 +108,7 @@ class DailyStats:
 
     @staticmethod
     def _key(day: date, shard: int) -> dict[str, dict[str, str]]:
-        return {"pk": {"S": f"{_PK_PREFIX}{day.isoformat()}#{shard}"}, "sk": {"S": "DAY"}}
+        return keys.stats_key(day.isoformat(), shard)
 
     def add(self, figures: Mapping[str, int], *, latency_ms: float | None = None) -> None:
         """Add figures (names from FIGURES) and one model latency to today, in one write."""
@@ -127,7 +127,7 @@ class DailyStats:
         }
         values[":exp"] = {"N": str(int(time.time()) + KEEP_DAYS * 86400)}
         adds = ", ".join(f"#f{i} :f{i}" for i in range(len(names)))
-        self.storage._call(
+        self.storage.table.call(
             "update_item",
             TableName=self.storage.table_name,
             Key=self._key(today, self.pick(self.shards)),
@@ -150,8 +150,8 @@ class DailyStats:
             raise ValueError(f"days must be between 1 and {KEEP_DAYS}")
         today = self.clock().date()
         wanted = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
-        keys = [self._key(day, shard) for day in wanted for shard in range(self.shards)]
-        found = self.storage._batch_get(keys)
+        wanted_keys = [self._key(day, shard) for day in wanted for shard in range(self.shards)]
+        found = self.storage.table.batch_get(wanted_keys)
         result = []
         for day in wanted:
             stats = DayStats(day)

@@ -153,17 +153,17 @@ class ConversationManager:
         limit = self.history_limit if limit is None else limit
         if conversation_id is None:
             user = self.storage.get_user(_uid(user_id))
-            if not user or not user.get("active_cid"):
+            if user is None or not user.active_conversation_id:
                 return []
-            conversation_id = user["active_cid"]
+            conversation_id = user.active_conversation_id
         return self.storage.recent_messages(_uid(user_id), conversation_id, limit)
 
     def get_user_state(self, user_id: str) -> dict[str, Any]:
         """Return the number's opt-out state and active conversation id, in one read."""
-        user = self.storage.get_user(_uid(user_id)) or {}
+        user = self.storage.get_user(_uid(user_id))
         return {
-            "opted_out": bool(user.get("opted_out")),
-            "active_conversation_id": user.get("active_cid"),
+            "opted_out": user is not None and user.opted_out,
+            "active_conversation_id": user.active_conversation_id if user is not None else None,
         }
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:

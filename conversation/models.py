@@ -55,6 +55,20 @@ class Message:
         if not isinstance(self.content, str):
             raise TypeError("content must be a string")
 
+    def precedes(self, other: Message) -> bool:
+        """Return whether this message sits before ``other`` in the same conversation.
+
+        Positions are opaque, but the store guarantees they order the messages
+        of one conversation (a reply right after the text it answers).
+        """
+        return (
+            self.conversation_id is not None
+            and self.conversation_id == other.conversation_id
+            and self.position is not None
+            and other.position is not None
+            and self.position < other.position
+        )
+
     def to_chat(self) -> dict[str, str]:
         """Return the role/content pair a chat model expects."""
         return {"role": self.role, "content": self.content}
@@ -141,6 +155,29 @@ class Conversation:
         if with_messages:
             data["messages"] = [message.to_dict() for message in self.messages]
         return data
+
+
+@dataclass
+class User:
+    """What the store keeps about a number: its active conversation and opt-out state."""
+
+    user_id: str
+    active_conversation_id: str | None = None
+    opted_out: bool = False
+    conversation_count: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+    opt_out_changed_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form used in exports."""
+        return {
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "active_conversation_id": self.active_conversation_id,
+            "opted_out": self.opted_out,
+            "conversation_count": self.conversation_count,
+        }
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-_PK_PREFIX = "CONSOLE#"
+from conversation.dynamodb import keys
 
 
 class OperatorSessions:
@@ -30,13 +30,13 @@ class OperatorSessions:
     @staticmethod
     def _key(session_id: str) -> dict[str, dict[str, str]]:
         digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-        return {"pk": {"S": _PK_PREFIX + digest}, "sk": {"S": "SESSION"}}
+        return keys.console_session_key(digest)
 
     def start(self, seconds: float) -> str:
         """Store a new session lasting ``seconds`` and return its id (one PutItem)."""
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
-        self.storage._call(
+        self.storage.table.call(
             "put_item",
             TableName=self.storage.table_name,
             Item={
@@ -51,7 +51,7 @@ class OperatorSessions:
         """Return whether the session exists and has not expired (one consistent GetItem)."""
         if not session_id or len(session_id) > 100:
             return False
-        response = self.storage._call(
+        response = self.storage.table.call(
             "get_item", TableName=self.storage.table_name, Key=self._key(session_id), ConsistentRead=True
         )
         item = response.get("Item")
@@ -60,4 +60,5 @@ class OperatorSessions:
     def end(self, session_id: str) -> None:
         """Delete the session; later requests carrying its id are signed out (one DeleteItem)."""
         if session_id and len(session_id) <= 100:
-            self.storage._call("delete_item", TableName=self.storage.table_name, Key=self._key(session_id))
+            table = self.storage.table
+            table.call("delete_item", TableName=table.name, Key=self._key(session_id))

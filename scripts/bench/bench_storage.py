@@ -20,8 +20,8 @@ import boto3
 from botocore.config import Config
 
 from conversation import ConversationManager, DynamoDBStorage
+from conversation.dynamodb import codec, keys  # the real layout, for pre-filling
 from conversation.models import Message, isoformat, utc_now
-from conversation.storage import _marker_sk, _time_key, _user_pk  # the real layout, for pre-filling
 from scripts.bench.baselines import ItemTooLarge, LangChainLayout, SeedLayout, storable_limit
 from scripts.bench.common import (
     REPLY_CHARS,
@@ -92,7 +92,7 @@ class OurStore:
         cid = storage.start_conversation(user_id)
         start = utc_now() - timedelta(seconds=len(texts) + 60)
         items: list[dict[str, Any]] = []
-        parent_sk = None
+        parent_position = ""
         parent_id = None
         counts = {"user": 0, "assistant": 0}
         for index, (role, content) in enumerate(texts):
@@ -100,15 +100,15 @@ class OurStore:
             if role == "user":
                 message = Message(content=content, role="user", timestamp=moment,
                                   message_id="SM" + uuid.uuid4().hex)
-                sk = f"M#{cid}#{_time_key(moment)}#{secrets.token_hex(4)}"
-                items.append({**storage._message_item(user_id, message, sk), "marked": {"BOOL": True}})
-                items.append({"pk": {"S": _user_pk(user_id)}, "sk": {"S": _marker_sk(message.message_id)},
-                              "msg_sk": {"S": sk}})
-                parent_sk, parent_id = sk, message.message_id
+                position = keys.new_position(moment)
+                sk = keys.message_sk(cid, position)
+                items.append({**codec.message_item(user_id, message, sk), "marked": {"BOOL": True}})
+                items.append({**keys.key(user_id, keys.marker_sk(message.message_id)), "msg_sk": {"S": sk}})
+                parent_position, parent_id = position, message.message_id
             else:
                 message = Message(content=content, role="assistant", timestamp=moment, reply_to=parent_id)
-                sk = f"{parent_sk}#R"
-                items.append(storage._message_item(user_id, message, sk))
+                sk = keys.message_sk(cid, keys.reply_position(parent_position))
+                items.append(codec.message_item(user_id, message, sk))
             counts[role] += 1
         batches = [items[i : i + 25] for i in range(0, len(items), 25)]
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -116,7 +116,7 @@ class OurStore:
         last_role, last_content = texts[-1]
         self.bulk.update_item(
             TableName=self.table,
-            Key={"pk": {"S": _user_pk(user_id)}, "sk": {"S": f"C#{cid}"}},
+            Key=keys.key(user_id, keys.conversation_sk(cid)),
             UpdateExpression="SET last_message_at = :ts, preview = :p, last_role = :r "
             "ADD message_count :n, user_count :u, assistant_count :a",
             ExpressionAttributeValues={

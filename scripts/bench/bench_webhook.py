@@ -21,6 +21,7 @@ from typing import Any
 from twilio.request_validator import RequestValidator
 
 from conversation import ConversationManager, DynamoDBStorage
+from conversation.dynamodb import keys
 from conversation.models import isoformat, utc_now
 from scripts.bench.bench_storage import OurStore, conversation_texts, make_client
 from scripts.bench.common import (
@@ -112,7 +113,7 @@ class Floor:
 
     def prepare(self, number: str) -> None:
         """Note the number's active conversation (pre-filled beforehand, not timed)."""
-        self.cids[number] = self.storage.get_user(number)["active_cid"]
+        self.cids[number] = self.storage.get_user(number).active_conversation_id
 
     def turn(self, number: str, text: str, reply: str, *, like_webhook: bool = False) -> int:
         """Query the window, write the text with its marker, write the reply.
@@ -122,15 +123,15 @@ class Floor:
         difference from the webhook is the app's own Python time.
         """
         cid = self.cids[number]
-        pk = {"S": f"U#{number}"}
-        header = {"pk": pk, "sk": {"S": f"C#{cid}"}}
-        user_key = {"pk": pk, "sk": {"S": "USER"}}
+        pk = keys.partition(number)
+        header = keys.key(number, keys.conversation_sk(cid))
+        user_key = keys.key(number, keys.USER_SK)
         if like_webhook:
             for _ in range(self.extra_reads):
                 self.client.get_item(TableName=self.table, Key=user_key, ConsistentRead=True)
             self.client.put_item(
                 TableName=self.table,
-                Item={"pk": pk, "sk": {"S": "LEASE"}, "owner": {"S": "bench"}, "lease_until": {"N": "1"}},
+                Item={**keys.key(number, keys.LEASE_SK), "owner": {"S": "bench"}, "lease_until": {"N": "1"}},
                 ConditionExpression="attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={":now": {"N": "2"}, ":me": {"S": "bench"}},
@@ -138,14 +139,15 @@ class Floor:
         response = self.client.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-            ExpressionAttributeValues={":pk": pk, ":p": {"S": f"M#{cid}#"}},
+            ExpressionAttributeValues={":pk": pk, ":p": {"S": keys.messages_prefix(cid)}},
             ScanIndexForward=False,
             Limit=20,
             ConsistentRead=True,
         )
         now = isoformat(utc_now())
         sid = "SM" + uuid.uuid4().hex
-        sk = f"M#{cid}#{now}#{secrets.token_hex(4)}"
+        position = keys.new_position(now)
+        sk = keys.message_sk(cid, position)
         bump = {
             "Update": {
                 "TableName": self.table,
@@ -160,14 +162,15 @@ class Floor:
                          "Item": {"pk": pk, "sk": {"S": sk}, "role": {"S": "user"}, "content": {"S": text},
                                   "ts": {"S": now}, "message_id": {"S": sid}}}},
                 {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
-                         "Item": {"pk": pk, "sk": {"S": f"I#{sid}"}, "msg_sk": {"S": sk}}}},
+                         "Item": {**keys.key(number, keys.marker_sk(sid)), "msg_sk": {"S": sk}}}},
                 bump,
             ]
         )
         self.client.transact_write_items(
             TransactItems=[
                 {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
-                         "Item": {"pk": pk, "sk": {"S": sk + "#R"}, "role": {"S": "assistant"},
+                         "Item": {**keys.key(number, keys.message_sk(cid, keys.reply_position(position))),
+                                  "role": {"S": "assistant"},
                                   "content": {"S": reply}, "ts": {"S": now},
                                   "message_id": {"S": "msg_" + secrets.token_hex(12)},
                                   "reply_to": {"S": sid}}}},
@@ -175,7 +178,7 @@ class Floor:
             ]
         )
         if like_webhook:
-            self.client.delete_item(TableName=self.table, Key={"pk": pk, "sk": {"S": "LEASE"}},
+            self.client.delete_item(TableName=self.table, Key=keys.key(number, keys.LEASE_SK),
                                     ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
                                     ExpressionAttributeValues={":me": {"S": "bench"}})
         return len(response.get("Items", []))

@@ -1,0 +1,338 @@
+"""Conversation headers: start, activate, archive, reset, rename, and the counters each message adds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conversation.dynamodb import codec, keys
+from conversation.dynamodb.codec import n, s
+from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled
+from conversation.dynamodb.users import Users
+from conversation.errors import ConversationNotFound, StorageError
+from conversation.models import Conversation, Message, isoformat, utc_now
+
+
+class Conversations:
+    """Read and write conversation headers (and the user's pointer to the active one)."""
+
+    def __init__(self, table: Table, users: Users) -> None:
+        self.table = table
+        self.users = users
+
+    def get(self, user_id: str, conversation_id: str) -> Conversation | None:
+        """Return one conversation header (without messages), or None."""
+        item = self.table.get(user_id, keys.conversation_sk(conversation_id))
+        return None if item is None else codec.conversation_from_item(item)
+
+    def get_active(self, user_id: str) -> Conversation | None:
+        """Return the active conversation's header, or None if there is none."""
+        user = self.users.get(user_id)
+        if user is None or not user.active_conversation_id:
+            return None
+        conversation = self.get(user_id, user.active_conversation_id)
+        if conversation is None or not conversation.is_active:
+            return None
+        return conversation
+
+    def start(self, user_id: str) -> str:
+        """Make a new active conversation unless another one became active first.
+
+        Returns the id of the conversation that is active afterwards.
+        """
+        now = isoformat(utc_now())
+        conversation_id = keys.new_conversation_id()
+        header = codec.header_item(
+            user_id, conversation_id, created_at=now, active=True, expires_at=self.table.expires_at()
+        )
+        try:
+            self.table.transact(
+                [
+                    ("header", self._put_new(header)),
+                    ("user", self.users.pointer_update(user_id, conversation_id, now, refresh_ttl=True)),
+                ]
+            )
+        except TransactionCancelled:
+            user = self.users.get(user_id)
+            if user is not None and user.active_conversation_id:
+                return user.active_conversation_id
+            raise StorageError("could not start a conversation: the user record kept changing") from None
+        return conversation_id
+
+    def active_id(self, user_id: str) -> str:
+        """Return the active conversation's id, starting a conversation when there is none."""
+        user = self.users.get(user_id)
+        if user is not None and user.active_conversation_id:
+            return user.active_conversation_id
+        return self.start(user_id)
+
+    def create(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        created_at: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create an archived conversation with a given id (imports); False if it exists."""
+        header = codec.header_item(
+            user_id,
+            conversation_id,
+            created_at=created_at,
+            active=False,
+            metadata=metadata,
+            expires_at=self.table.expires_at(),
+        )
+        try:
+            self.table.call("put_item", **self._put_new(header)["Put"])
+        except ConditionFailed:
+            return False
+        return True
+
+    def _put_new(self, header: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.table.name,
+                "Item": header,
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        }
+
+    def activate(self, user_id: str, conversation_id: str) -> bool:
+        """Make a conversation the active one if the user has none; False otherwise."""
+        now = isoformat(utc_now())
+        try:
+            self.table.transact(
+                [
+                    (
+                        "header",
+                        {
+                            "Update": {
+                                "TableName": self.table.name,
+                                "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
+                                "UpdateExpression": "SET is_active = :t",
+                                "ConditionExpression": (
+                                    "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+                                ),
+                                "ExpressionAttributeValues": {":t": codec.b(True)},
+                            }
+                        },
+                    ),
+                    ("user", self.users.pointer_update(user_id, conversation_id, now)),
+                ]
+            )
+        except TransactionCancelled:
+            return False
+        return True
+
+    def archive(self, user_id: str, conversation_id: str) -> bool:
+        """Mark a conversation inactive; the next message starts a new one.
+
+        Returns False when it was already archived.
+        """
+        now = isoformat(utc_now())
+        header = {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
+                "UpdateExpression": "SET is_active = :f, updated_at = :now, archived_at = :now",
+                "ConditionExpression": "attribute_exists(pk) AND is_active = :t",
+                "ExpressionAttributeValues": {
+                    ":f": codec.b(False),
+                    ":t": codec.b(True),
+                    ":now": s(now),
+                },
+            }
+        }
+        try:
+            self.table.transact(
+                [("header", header), ("user", self.users.pointer_clear(user_id, conversation_id, now))]
+            )
+        except TransactionCancelled as cancelled:
+            if cancelled.failed("header"):
+                if self.get(user_id, conversation_id) is None:
+                    raise ConversationNotFound(conversation_id) from None
+                return False
+            raise StorageError(f"archive failed: {cancelled.codes}") from None
+        return True
+
+    def archive_if_active(self, user_id: str, conversation_id: str) -> None:
+        """Archive the conversation if it is active; do nothing if it is missing or archived."""
+        try:
+            self.archive(user_id, conversation_id)
+        except ConversationNotFound:
+            pass
+
+    def reset(self, user_id: str) -> str | None:
+        """Archive the user's active conversation; return its id (None if none)."""
+        user = self.users.get(user_id)
+        conversation_id = user.active_conversation_id if user is not None else None
+        if not conversation_id:
+            return None
+        try:
+            self.archive(user_id, conversation_id)
+        except ConversationNotFound:
+            self.users.drop_dangling_pointer(user_id, conversation_id)  # header hard-deleted
+        return conversation_id
+
+    def update(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Conversation:
+        """Set a conversation's title and/or metadata; return the new header."""
+        sets = ["updated_at = :now"]
+        values: dict[str, Any] = {":now": s(isoformat(utc_now()))}
+        if title is not None:
+            sets.append("title = :title")
+            values[":title"] = s(title)
+        if metadata is not None:
+            sets.append("metadata = :meta")
+            values[":meta"] = codec.metadata_value(metadata)
+        return self.update_existing(user_id, conversation_id, "SET " + ", ".join(sets), values)
+
+    def update_existing(
+        self, user_id: str, conversation_id: str, expression: str, values: dict[str, Any]
+    ) -> Conversation:
+        """Apply an update to an existing header and return it; ConversationNotFound if missing."""
+        try:
+            response = self.table.call(
+                "update_item",
+                TableName=self.table.name,
+                Key=keys.key(user_id, keys.conversation_sk(conversation_id)),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailed:
+            raise ConversationNotFound(conversation_id) from None
+        return codec.conversation_from_item(response["Attributes"])
+
+    # ------------------------------------------------------------------ counters
+
+    def messages_added(
+        self,
+        user_id: str,
+        conversation_id: str,
+        batch: list[Message],
+        counters: dict[str, int] | None,
+        *,
+        pinned: bool,
+        create: bool = False,
+    ) -> dict[str, Any]:
+        """Return the header update that goes with appending ``batch``, in the same transaction.
+
+        It counts the messages (per role), adds ``counters``, sets the preview and
+        moves the header in the activity index. Unless ``pinned``, it fails when
+        the conversation is no longer active (a reset won the race); with
+        ``create`` it makes the header if missing.
+        """
+        now = isoformat(utc_now())
+        last = batch[-1]
+        names: dict[str, str] = {}
+        index_keys = keys.activity_keys(now, user_id, conversation_id)
+        values: dict[str, Any] = {
+            ":n": n(len(batch)),
+            ":now": s(now),
+            ":ts": s(last.timestamp),
+            ":preview": s(codec.preview_of(last)),
+            ":role": s(last.role),
+            ":gpk": index_keys["gsi1pk"],
+            ":gsk": index_keys["gsi1sk"],
+        }
+        adds = ["message_count :n"]
+        per_role: dict[str, int] = {}
+        for message in batch:
+            per_role[message.role] = per_role.get(message.role, 0) + 1
+        for index, (role, count) in enumerate(sorted(per_role.items())):
+            names[f"#r{index}"] = codec.role_count_attribute(role)
+            values[f":r{index}"] = n(count)
+            adds.append(f"#r{index} :r{index}")
+        adds += self._counter_adds(counters, names, values)
+        sets = [
+            "updated_at = :now",
+            "last_message_at = :ts",
+            "preview = :preview",
+            "last_role = :role",
+            "gsi1pk = :gpk",
+            "gsi1sk = :gsk",
+        ]
+        expires = self.table.expires_at()
+        if expires is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = n(expires)
+        if create:
+            sets += [
+                "entity = :entity",
+                "user_id = :uid",
+                "conversation_id = :cid",
+                "created_at = if_not_exists(created_at, :now)",
+                "is_active = if_not_exists(is_active, :t)",
+            ]
+            values.update(
+                {
+                    ":entity": s("conversation"),
+                    ":uid": s(user_id),
+                    ":cid": s(conversation_id),
+                    ":t": codec.b(True),
+                }
+            )
+            condition = "attribute_not_exists(deleted_at)"
+        else:
+            condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+            if not pinned:
+                condition += " AND is_active = :t"
+                values[":t"] = codec.b(True)
+        update: dict[str, Any] = {
+            "TableName": self.table.name,
+            "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
+            "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return {"Update": update}
+
+    def counters_added(self, user_id: str, conversation_id: str, counters: dict[str, int]) -> dict[str, Any]:
+        """Return the header update that adds usage ``counters`` (in a transaction)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        adds = self._counter_adds(counters, names, values)
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
+                "UpdateExpression": "ADD " + ", ".join(adds),
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def message_removed(self, user_id: str, conversation_id: str, role: str) -> dict[str, Any]:
+        """Return the header update that un-counts one message of ``role`` (in a transaction)."""
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
+                "UpdateExpression": "ADD message_count :m, #rc :m",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {"#rc": codec.role_count_attribute(role)},
+                "ExpressionAttributeValues": {":m": n(-1)},
+            }
+        }
+
+    @staticmethod
+    def _counter_adds(
+        counters: dict[str, int] | None, names: dict[str, str], values: dict[str, Any]
+    ) -> list[str]:
+        adds = []
+        for index, (name, amount) in enumerate(sorted((counters or {}).items())):
+            names[f"#c{index}"] = codec.counter_attribute(name)
+            values[f":c{index}"] = n(int(amount))
+            adds.append(f"#c{index} :c{index}")
+        return adds

@@ -1,0 +1,113 @@
+"""Coordination across workers: the per-number turn lease and atomic named counters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from conversation.dynamodb import keys
+from conversation.dynamodb.codec import n, s
+from conversation.dynamodb.table import ConditionFailed, Table
+
+
+class Coordination:
+    """Leases (a conditional item per number) and counters (``ADD`` with a TTL)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def acquire_lease(self, user_id: str, owner: str, seconds: float) -> bool:
+        """Take the user's lease for ``seconds`` unless someone else holds a live one."""
+        now = time.time()
+        try:
+            self.table.call(
+                "put_item",
+                TableName=self.table.name,
+                Item={
+                    **keys.key(user_id, keys.LEASE_SK),
+                    "owner": s(owner),
+                    "lease_until": n(round(now + seconds, 3)),
+                    # Let TTL sweep leases that are never released.
+                    "expires_at": n(int(now + seconds) + 3600),
+                },
+                ConditionExpression="attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":now": n(round(now, 3)), ":me": s(owner)},
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        """Release the user's lease if ``owner`` still holds it."""
+        try:
+            self.table.call(
+                "delete_item",
+                TableName=self.table.name,
+                Key=keys.key(user_id, keys.LEASE_SK),
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": s(owner)},
+            )
+        except ConditionFailed:
+            pass  # someone else holds it now
+
+    def increment_counter(
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+    ) -> int:
+        """Atomically add ``amount`` to a named counter and return the new value.
+
+        ``scope`` is a user id, or ``"*"`` for a global counter. Counters with
+        ``expires_in`` carry a TTL so old windows disappear by themselves.
+        """
+        values: dict[str, Any] = {":a": n(int(amount))}
+        expression = "ADD #v :a"
+        if expires_in:
+            expression += " SET expires_at = if_not_exists(expires_at, :exp)"
+            values[":exp"] = n(int(time.time() + expires_in))
+        response = self.table.call(
+            "update_item",
+            TableName=self.table.name,
+            Key=keys.key(scope, keys.counter_sk(name)),
+            UpdateExpression=expression,
+            ExpressionAttributeNames={"#v": "value"},
+            ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["value"]["N"])
+
+    def reserve_counter(
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+    ) -> int | None:
+        """Add ``amount`` to a counter only while it is below ``below``; return the new value or None.
+
+        One conditional UpdateItem, so concurrent reservations never all see the same
+        old value: once the counter reaches ``below``, every later reservation fails
+        until amounts are given back with :meth:`increment_counter` (a negative amount).
+        """
+        values: dict[str, Any] = {":a": n(int(amount)), ":below": n(int(below))}
+        expression = "ADD #v :a"
+        if expires_in:
+            expression += " SET expires_at = if_not_exists(expires_at, :exp)"
+            values[":exp"] = n(int(time.time() + expires_in))
+        try:
+            response = self.table.call(
+                "update_item",
+                TableName=self.table.name,
+                Key=keys.key(scope, keys.counter_sk(name)),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#v) OR #v < :below",
+                ExpressionAttributeNames={"#v": "value"},
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ConditionFailed:
+            return None
+        return int(response["Attributes"]["value"]["N"])
+
+    def get_counter(self, scope: str, name: str) -> int:
+        """Return a counter's value (0 when it does not exist or has expired)."""
+        item = self.table.get(scope, keys.counter_sk(name))
+        return 0 if item is None else int(item["value"]["N"])
+
+

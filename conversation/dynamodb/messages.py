@@ -1,0 +1,267 @@
+"""Messages: append (idempotent, as a reply, with counters), read back, update metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conversation.dynamodb import codec, keys
+from conversation.dynamodb.codec import s
+from conversation.dynamodb.conversations import Conversations
+from conversation.dynamodb.table import Table, TransactionCancelled, pause
+from conversation.errors import ConversationNotFound, StorageError
+from conversation.models import Message, Recorded
+
+# Transactions retried on contention (another writer on the same header).
+TX_ATTEMPTS = 12
+
+
+class Messages:
+    """Write and read message items (and the message-id markers of idempotent appends)."""
+
+    def __init__(self, table: Table, conversations: Conversations) -> None:
+        self.table = table
+        self.conversations = conversations
+
+    def item(self, user_id: str, message: Message, sk: str) -> dict[str, Any]:
+        """Return the item ``message`` is stored as under ``sk``."""
+        return codec.message_item(user_id, message, sk, expires_at=self.table.expires_at())
+
+    def put(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Return the transaction action that writes a new item (never overwriting one)."""
+        return {
+            "Put": {
+                "TableName": self.table.name,
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        }
+
+    def append(
+        self,
+        user_id: str,
+        message: Message,
+        *,
+        conversation_id: str | None = None,
+        idempotent: bool = False,
+        reply_to: Message | None = None,
+        counters: dict[str, int] | None = None,
+        active_hint: str | None = None,
+    ) -> Recorded:
+        """Append a message with one transactional write; return it and whether it is new.
+
+        With ``idempotent`` the message id is reserved by a marker item, so a
+        second append with the same id stores nothing and returns the first.
+        With ``reply_to`` the message is stored as *the* reply to that message
+        (one per message), right after it, in the same conversation.
+        ``counters`` are added to the conversation header's counters atomically.
+        ``active_hint`` is the active conversation id if the caller just read it;
+        it saves a read, and a stale hint only costs a retry.
+        """
+        if reply_to is not None:
+            if not reply_to.position or not reply_to.conversation_id:
+                raise ValueError("reply_to must be a stored message")
+            conversation_id = reply_to.conversation_id
+            message.reply_to = reply_to.message_id
+        self.table.check_size(self.item(user_id, message, keys.longest_position()), "message")
+        pinned = conversation_id is not None
+        for attempt in range(TX_ATTEMPTS):
+            if conversation_id is not None:
+                cid = conversation_id
+            elif attempt == 0 and active_hint:
+                cid = active_hint
+            else:
+                cid = self.conversations.active_id(user_id)
+            if reply_to is not None and reply_to.position is not None:
+                position = keys.reply_position(reply_to.position)
+            else:
+                position = keys.new_position(message.timestamp)
+            sk = keys.message_sk(cid, position)
+            try:
+                self.table.transact(self._actions(user_id, cid, sk, message, idempotent, pinned, counters))
+            except TransactionCancelled as cancelled:
+                if idempotent and cancelled.failed("marker"):
+                    existing = self.get(user_id, message.message_id)
+                    if existing is not None:
+                        return Recorded(existing, created=False)
+                    # The marker outlived its message (TTL race); treat as new.
+                    self.table.delete(user_id, [keys.marker_sk(message.message_id)])
+                    continue
+                if cancelled.failed("message"):
+                    if reply_to is not None:
+                        existing = self.at(user_id, cid, position)
+                        if existing is not None:
+                            return Recorded(existing, created=False)
+                    continue
+                if cancelled.failed("header"):
+                    if pinned:
+                        if self.conversations.get(user_id, cid) is None:
+                            raise ConversationNotFound(cid) from None
+                        raise ConversationNotFound(f"{cid} is deleted") from None
+                    continue  # the conversation was archived under us: use the new one
+                if cancelled.conflict:
+                    pause(attempt)
+                    continue
+                raise StorageError(f"append failed: {cancelled.codes}") from None
+            message.conversation_id = cid
+            message.position = position
+            return Recorded(message, created=True)
+        raise StorageError("append failed: too much contention on this conversation")
+
+    def _actions(
+        self,
+        user_id: str,
+        cid: str,
+        sk: str,
+        message: Message,
+        idempotent: bool,
+        pinned: bool,
+        counters: dict[str, int] | None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        item = self.item(user_id, message, sk)
+        actions = [("message", self.put(item))]
+        if idempotent:
+            # The message says it has a marker, so a hard delete removes exactly those.
+            item["marked"] = codec.b(True)
+            marker = {**keys.key(user_id, keys.marker_sk(message.message_id)), "msg_sk": s(sk)}
+            if "expires_at" in item:
+                marker["expires_at"] = item["expires_at"]
+            actions.append(("marker", self.put(marker)))
+        header = self.conversations.messages_added(user_id, cid, [message], counters, pinned=pinned)
+        actions.append(("header", header))
+        return actions
+
+    # ------------------------------------------------------------------ reads
+
+    def at(self, user_id: str, conversation_id: str, position: str) -> Message | None:
+        """Return the message at a position of a conversation, or None."""
+        item = self.table.get(user_id, keys.message_sk(conversation_id, position))
+        return None if item is None else codec.message_from_item(item)
+
+    def get(self, user_id: str, message_id: str) -> Message | None:
+        """Return a message by the id it was appended with idempotently, or None."""
+        marker = self.table.get(user_id, keys.marker_sk(message_id))
+        if marker is None:
+            return None
+        item = self.table.get(user_id, marker["msg_sk"]["S"])
+        return None if item is None else codec.message_from_item(item)
+
+    def reply_to(self, user_id: str, message: Message) -> Message | None:
+        """Return the reply stored for a message, or None if it has none yet."""
+        if not message.position or not message.conversation_id:
+            return None
+        return self.at(user_id, message.conversation_id, keys.reply_position(message.position))
+
+    def from_end(self, user_id: str, conversation_id: str, *, forward: bool, limit: int) -> list[Message]:
+        """Return up to ``limit`` live messages from one end of a conversation (one Query)."""
+        filter_expression, filter_values = codec.alive_filter()
+        response = self.table.call(
+            "query",
+            TableName=self.table.name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            FilterExpression=filter_expression,
+            ExpressionAttributeValues={
+                ":pk": keys.partition(user_id),
+                ":prefix": s(keys.messages_prefix(conversation_id)),
+                **filter_values,
+            },
+            ScanIndexForward=forward,
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        return [codec.message_from_item(item) for item in response.get("Items", [])]
+
+    def after(self, user_id: str, conversation_id: str, position: str | None, limit: int) -> list[Message]:
+        """Return up to ``limit`` messages after ``position`` (from the start when None), oldest first."""
+        if limit <= 0:
+            return []
+        filter_expression, filter_values = codec.alive_filter()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table.name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": filter_expression,
+            "ExpressionAttributeValues": {
+                ":pk": keys.partition(user_id),
+                ":prefix": s(keys.messages_prefix(conversation_id)),
+                **filter_values,
+            },
+            "ScanIndexForward": True,
+            "ConsistentRead": True,
+        }
+        if position:
+            kwargs["ExclusiveStartKey"] = keys.key(user_id, keys.message_sk(conversation_id, position))
+        messages: list[Message] = []
+        while len(messages) < limit:
+            kwargs["Limit"] = limit - len(messages)
+            response = self.table.call("query", **kwargs)
+            messages.extend(codec.message_from_item(item) for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return messages
+
+    def recent(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        """Return the newest ``limit`` messages, oldest first, with one Query."""
+        if limit <= 0:
+            return []
+        messages = self.from_end(user_id, conversation_id, forward=False, limit=limit)
+        messages.reverse()
+        return messages
+
+    # ------------------------------------------------------------------ metadata
+
+    def update_metadata(
+        self,
+        user_id: str,
+        message: Message,
+        updates: dict[str, Any],
+        *,
+        counters: dict[str, int] | None = None,
+    ) -> Message:
+        """Merge keys into a stored message's metadata (e.g. a delivery status).
+
+        ``counters`` are added to the conversation header in the same transaction.
+        The write is conditioned on the metadata read, so concurrent merges both land.
+        """
+        if not message.position or not message.conversation_id:
+            raise ValueError("message must be a stored message")
+        sk = keys.message_sk(message.conversation_id, message.position)
+        for attempt in range(TX_ATTEMPTS):
+            current = self.at(user_id, message.conversation_id, message.position)
+            if current is None:
+                raise ConversationNotFound(f"message {message.message_id} not found")
+            merged = {**current.metadata, **updates}
+            values: dict[str, Any] = {":m": codec.metadata_value(merged)}
+            if current.metadata:
+                condition = "metadata = :old"
+                values[":old"] = s(json.dumps(current.metadata, ensure_ascii=False))
+            else:
+                condition = "attribute_exists(sk) AND attribute_not_exists(metadata)"
+            actions = [
+                (
+                    "message",
+                    {
+                        "Update": {
+                            "TableName": self.table.name,
+                            "Key": keys.key(user_id, sk),
+                            "UpdateExpression": "SET metadata = :m",
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                )
+            ]
+            if counters:
+                actions.append(
+                    ("header", self.conversations.counters_added(user_id, message.conversation_id, counters))
+                )
+            try:
+                self.table.transact(actions)
+            except TransactionCancelled as cancelled:
+                if cancelled.failed("message") or cancelled.conflict:
+                    pause(attempt, base=0.005, cap=0.2)
+                    continue
+                raise StorageError(f"metadata update failed: {cancelled.codes}") from None
+            current.metadata = merged
+            return current
+        raise StorageError("metadata update failed: too much contention on this message")
