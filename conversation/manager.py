@@ -7,6 +7,7 @@ from typing import Any
 from conversation.errors import ConversationNotFound, InvalidUserId, MessageTooLarge
 from conversation.models import Conversation, Message, Page, Recorded, Summary
 from conversation.storage import DynamoDBStorage
+from conversation.store import ConversationStore
 
 # An SMS body is at most 1,600 characters; replies are held to the same cap.
 DEFAULT_MAX_CONTENT_CHARS = 1600
@@ -16,19 +17,20 @@ DEFAULT_HISTORY_LIMIT = 50
 class ConversationManager:
     """Add messages, load history windows and reset conversations for a user.
 
-    :param storage: the store; a :class:`DynamoDBStorage` on the default table when omitted.
+    :param storage: any :class:`ConversationStore`; a :class:`DynamoDBStorage` on the
+        default table when omitted.
     :param history_limit: how many of the newest messages a loaded conversation carries.
     :param max_content_chars: longest message content accepted, in characters.
     """
 
     def __init__(
         self,
-        storage: DynamoDBStorage | None = None,
+        storage: ConversationStore | None = None,
         *,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS,
     ) -> None:
-        self.storage = storage if storage is not None else DynamoDBStorage()
+        self.storage: ConversationStore = storage if storage is not None else DynamoDBStorage()
         self.history_limit = history_limit
         self.max_content_chars = max_content_chars
 

@@ -6,8 +6,6 @@ exactly and no ``Decimal`` reaches callers.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from typing import Any
@@ -15,7 +13,6 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from conversation.dynamodb import keys
-from conversation.errors import InvalidCursor
 from conversation.models import ROLES, Conversation, Message, Summary, User
 
 PREVIEW_CHARS = 120
@@ -208,7 +205,7 @@ def user_from_item(user_id: str, item: dict[str, Any]) -> User:
     )
 
 
-# ------------------------------------------------------------------ sizes and cursors
+# ------------------------------------------------------------------ sizes
 
 
 def item_size(item: dict[str, Any]) -> int:
@@ -227,21 +224,3 @@ def _value_size(value: dict[str, Any]) -> int:
     if kind == "M":
         return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in inner.items())
     return 1
-
-
-def encode_cursor(payload: dict[str, Any]) -> str:
-    """Return an opaque, URL-safe cursor for a listing position."""
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> dict[str, Any]:
-    """Return a cursor's payload; raise InvalidCursor when it is not one of ours."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCursor("cursor is not one this service issued") from exc
-    if not isinstance(payload, dict):
-        raise InvalidCursor("cursor is not one this service issued")
-    return payload

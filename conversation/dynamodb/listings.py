@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from conversation.cursors import decode_cursor, encode_cursor
 from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import s
 from conversation.dynamodb.messages import Messages
@@ -114,7 +115,7 @@ class Listings:
             "ConsistentRead": True,
         }
         if cursor:
-            payload = codec.decode_cursor(cursor)
+            payload = decode_cursor(cursor)
             after = payload.get("after")
             if (
                 payload.get("k") != kind
@@ -138,7 +139,7 @@ class Listings:
             kwargs["ExclusiveStartKey"] = last_key
         next_cursor = None
         if last_key and items:
-            next_cursor = codec.encode_cursor(
+            next_cursor = encode_cursor(
                 {"k": kind, "u": user_id, "d": direction, "after": keys.sort_key_of(items[-1])}
             )
         return Page(items=[convert(item) for item in items], cursor=next_cursor)
@@ -175,9 +176,9 @@ class Listings:
             if len(found) >= limit:
                 if start_key:
                     after = {k: v["S"] for k, v in start_key.items()}
-                    next_cursor = codec.encode_cursor({"k": "r", "day": day_offset, "after": after})
+                    next_cursor = encode_cursor({"k": "r", "day": day_offset, "after": after})
                 elif day_offset < self.lookback_days:
-                    next_cursor = codec.encode_cursor({"k": "r", "day": day_offset + 1})
+                    next_cursor = encode_cursor({"k": "r", "day": day_offset + 1})
                 break
             if not start_key:
                 day_offset += 1
@@ -198,7 +199,7 @@ class Listings:
         return Page(items=conversations, cursor=next_cursor)
 
     def _recent_cursor(self, cursor: str) -> tuple[int, dict[str, Any] | None]:
-        payload = codec.decode_cursor(cursor)
+        payload = decode_cursor(cursor)
         if payload.get("k") != "r" or not isinstance(payload.get("day"), int):
             raise InvalidCursor("cursor belongs to another listing")
         day_offset = payload["day"]

@@ -1,11 +1,15 @@
-"""The conversation store's contract, run against moto and a real DynamoDB Local."""
+"""The ConversationStore contract: one behaviour suite for every store.
+
+Each test runs on the in-memory store, on DynamoDBStorage over moto and on
+DynamoDBStorage over a real DynamoDB Local. What only the DynamoDB store must
+do (request counts, no Scan, TTL, table setup) is in test_storage_dynamodb.py.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -14,16 +18,28 @@ import pytest
 from conversation import (
     ConversationManager,
     ConversationNotFound,
-    DynamoDBStorage,
     InvalidCursor,
     Message,
     MessageTooLarge,
-    StorageUnavailable,
 )
-from conversation.errors import TableMissing
-from tests.faults import CallRecorder
+from conversation.inmemory import MemoryStore
+from conversation.store import ConversationStore
 
 USER = "+15550001111"
+
+
+@pytest.fixture(params=["memory", "moto", "dynamodb_local"])
+def store(request):
+    """Return each implementation in turn: in memory, DynamoDB on moto, DynamoDB Local."""
+    if request.param == "memory":
+        return MemoryStore()
+    return request.getfixturevalue({"moto": "moto_storage", "dynamodb_local": "local_storage"}[request.param])
+
+
+@pytest.fixture
+def manager(store):
+    """Return a ConversationManager over the store under test."""
+    return ConversationManager(storage=store)
 
 # Awkward values kept in one place (cachelib style).
 AWKWARD_METADATA = {
@@ -55,29 +71,6 @@ def _no_decimal(value):
     if isinstance(value, list):
         return all(_no_decimal(v) for v in value)
     return True
-
-
-def test_seed_usage_example_runs_verbatim(storage):
-    """Run the usage example from the DadaCat design, on a table created on first use."""
-    fresh = DynamoDBStorage(
-        table_name=f"seed-{uuid.uuid4().hex[:6]}",
-        client=storage.client,
-    )
-    manager = ConversationManager(storage=fresh)
-
-    manager.add_user_message(user_id="+1234567890", content="Hello DadaCat!")
-    manager.add_assistant_message(user_id="+1234567890", content="meow, human!")
-    conversation = manager.get_or_create_conversation(user_id="+1234567890")
-    formatted_history = conversation.get_formatted_history()
-    manager.reset_conversation(user_id="+1234567890")
-
-    assert formatted_history == [
-        {"role": "user", "content": "Hello DadaCat!"},
-        {"role": "assistant", "content": "meow, human!"},
-    ]
-    assert manager.get_message_count("+1234567890") == 0
-    assert manager.get_or_create_conversation("+1234567890").messages == []
-    fresh.client.delete_table(TableName=fresh.table_name)
 
 
 def test_history_is_chronological_and_counted(manager):
@@ -262,7 +255,7 @@ def test_soft_delete_hides_and_hard_delete_removes(manager):
         manager.delete_conversation(USER, cid, hard=True)
 
 
-def test_erase_user_leaves_nothing_and_can_repeat(manager, storage):
+def test_erase_user_leaves_nothing_and_can_repeat(manager, store):
     other = "+15559998888"
     for i in range(30):
         manager.add_user_message(USER, f"m{i}", message_id=f"SMe{i}")
@@ -272,7 +265,7 @@ def test_erase_user_leaves_nothing_and_can_repeat(manager, storage):
     manager.add_user_message(other, "not me")
     erased = manager.erase_user(USER)
     assert erased >= 63
-    assert list(storage.iter_user_items(USER)) == []
+    assert list(store.iter_user_items(USER)) == []
     assert manager.erase_user(USER) == 0
     assert [m.content for m in manager.get_history(other)] == ["not me"]
 
@@ -287,29 +280,6 @@ def test_export_contains_everything(manager):
     contents = [[m["content"] for m in c["messages"]] for c in export["conversations"]]
     assert contents == [["two"], ["one"]]
     json.dumps(export)  # JSON-ready
-
-
-def test_ttl_items_are_ignored_once_expired(storage):
-    timed = DynamoDBStorage(storage.table_name, client=storage.client, ttl_days=30)
-    manager = ConversationManager(timed)
-    manager.add_user_message(USER, "old")
-    manager.add_user_message(USER, "new")
-    items = storage.client.query(
-        TableName=storage.table_name,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"U#{USER}"}},
-    )["Items"]
-    assert all(int(item["expires_at"]["N"]) > time.time() + 29 * 86400 for item in items)
-    old = next(item for item in items if item.get("content", {}).get("S") == "old")
-    storage.client.update_item(
-        TableName=storage.table_name,
-        Key={"pk": old["pk"], "sk": old["sk"]},
-        UpdateExpression="SET expires_at = :past",
-        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 10)}},
-    )
-    assert [m.content for m in manager.get_history(USER)] == ["new"]
-    cid = manager.get_or_create_conversation(USER).conversation_id
-    assert [m.content for m in manager.list_messages(USER, cid).items] == ["new"]
 
 
 def test_message_pages_in_both_directions(manager):
@@ -388,13 +358,13 @@ def test_stats(manager):
     assert stats["duration_seconds"] >= 0
 
 
-def test_oversized_content_is_refused_before_any_write(manager, storage):
+def test_oversized_content_is_refused_before_any_write(manager, store):
     with pytest.raises(MessageTooLarge, match="1601 characters"):
         manager.add_user_message(USER, "x" * 1601)
     big = Message(content="y" * 400_000)
     with pytest.raises(MessageTooLarge, match="bytes"):
-        storage.append(USER, big)
-    assert list(storage.iter_user_items(USER)) == []
+        store.append(USER, big)
+    assert list(store.iter_user_items(USER)) == []
 
 
 def test_bad_inputs_are_refused_clearly(manager):
@@ -416,146 +386,63 @@ def test_opt_out_state_is_kept(manager):
     assert not manager.is_opted_out(USER)
 
 
-def test_lease_is_exclusive_and_expires(storage):
-    assert storage.acquire_lease(USER, "worker-a", 30)
-    assert not storage.acquire_lease(USER, "worker-b", 30)
-    storage.release_lease(USER, "worker-b")  # not the owner: no effect
-    assert not storage.acquire_lease(USER, "worker-b", 30)
-    storage.release_lease(USER, "worker-a")
-    assert storage.acquire_lease(USER, "worker-b", 0.2)
+def test_lease_is_exclusive_and_expires(store):
+    assert store.acquire_lease(USER, "worker-a", 30)
+    assert not store.acquire_lease(USER, "worker-b", 30)
+    store.release_lease(USER, "worker-b")  # not the owner: no effect
+    assert not store.acquire_lease(USER, "worker-b", 30)
+    store.release_lease(USER, "worker-a")
+    assert store.acquire_lease(USER, "worker-b", 0.2)
     time.sleep(0.3)
-    assert storage.acquire_lease(USER, "worker-c", 30)
+    assert store.acquire_lease(USER, "worker-c", 30)
 
 
-def test_counters_are_atomic(storage):
+def test_counters_are_atomic(store):
     def bump(_):
-        return storage.increment_counter(USER, "minute", expires_in=120)
+        return store.increment_counter(USER, "minute", expires_in=120)
 
     with ThreadPoolExecutor(8) as pool:
         values = list(pool.map(bump, range(40)))
     assert sorted(values) == list(range(1, 41))
-    assert storage.get_counter(USER, "minute") == 40
-    assert storage.get_counter("*", "never") == 0
+    assert store.get_counter(USER, "minute") == 40
+    assert store.get_counter("*", "never") == 0
 
 
-def test_reservations_stop_at_the_limit_even_when_concurrent(storage):
+def test_reservations_stop_at_the_limit_even_when_concurrent(store):
     def reserve(_):
-        return storage.reserve_counter("*", "tokens", 7, below=30, expires_in=120)
+        return store.reserve_counter("*", "tokens", 7, below=30, expires_in=120)
 
     with ThreadPoolExecutor(8) as pool:
         values = list(pool.map(reserve, range(20)))
     # Reservations pass while the counter is below 30: 0, 7, 14, 21, 28 -> five of them.
     assert sorted(v for v in values if v is not None) == [7, 14, 21, 28, 35]
-    assert storage.get_counter("*", "tokens") == 35
-    assert storage.increment_counter("*", "tokens", -10) == 25  # give back the unused part
-    assert storage.reserve_counter("*", "tokens", 7, below=30) == 32
-    assert storage.reserve_counter("*", "tokens", 1, below=30) is None
+    assert store.get_counter("*", "tokens") == 35
+    assert store.increment_counter("*", "tokens", -10) == 25  # give back the unused part
+    assert store.reserve_counter("*", "tokens", 7, below=30) == 32
+    assert store.reserve_counter("*", "tokens", 1, below=30) is None
 
 
-def test_create_table_is_idempotent(storage):
-    assert storage.create_table() is False
-    names = storage.client.list_tables()["TableNames"]
-    assert names.count(storage.table_name) == 1
+def test_every_store_keeps_the_protocol(store):
+    assert isinstance(store, ConversationStore)
 
 
-def test_missing_table_without_auto_create_is_a_clear_error(storage):
-    strict = DynamoDBStorage("does-not-exist", client=storage.client, auto_create=False)
-    with pytest.raises(TableMissing, match="does-not-exist"):
-        strict.get_user(USER)
+def test_positions_order_a_conversation_and_a_reply_follows_its_text(manager):
+    a = manager.add_user_message(USER, "A", message_id="SMpa")
+    b = manager.add_user_message(USER, "B", message_id="SMpb")
+    reply = manager.add_assistant_message(USER, "reply to A", reply_to=a)
+    assert a.precedes(reply) and reply.precedes(b) and a.precedes(b)
+    assert not b.precedes(a) and not a.precedes(a)
+    manager.reset_conversation(USER)
+    other = manager.add_user_message(USER, "elsewhere")
+    assert not a.precedes(other) and not other.precedes(a)
 
 
-def test_unreachable_dynamodb_is_a_typed_error(unreachable_storage):
-    down = unreachable_storage
-    with pytest.raises(StorageUnavailable):
-        ConversationManager(down).add_user_message(USER, "hello?")
-    with pytest.raises(StorageUnavailable):
-        down.ping()
-
-
-def test_auto_create_needs_no_admin_rights_when_the_table_exists(storage):
-    """A data-plane-only identity (CreateTable denied) still works with auto-create on."""
-    from tests.faults import FaultInjector
-
-    denied = (400, "com.amazonaws.dynamodb.v20120810#AccessDeniedException")
-    fresh = DynamoDBStorage(storage.table_name, client=storage.client)
-    with FaultInjector(storage.client, denied, times=10, operations=("CreateTable",)) as faults:
-        ConversationManager(fresh).add_user_message(USER, "least privilege")
-    assert faults.injected == 0
-    assert [m.content for m in ConversationManager(storage).get_history(USER)] == ["least privilege"]
-
-
-def _turn(manager, index):
-    text = manager.record_user_message(USER, f"text {index}", message_id=f"SMturn{index}").message
-    history = manager.get_history(USER, 20)
-    manager.record_assistant_message(USER, f"reply {index}", reply_to=text, counters={"tokens": 3})
-    return history
-
-
-def test_a_turn_costs_the_same_requests_at_any_history_length(manager, storage):
-    """Constant cost: the same operations at 10 and at 300 messages, and no Scan."""
-    shapes = {}
-    for index in range(150):
-        if index in (5, 149):
-            with CallRecorder(storage.client) as recorder:
-                history = _turn(manager, index)
-            shapes[index] = recorder.operations
-            query = next(params for name, params in recorder.calls if name == "Query")
-            assert query["Limit"] == 20
-            assert query["ScanIndexForward"] is False
-            assert query["ConsistentRead"] is True
-            assert len(history) == min(20, 2 * index + 1)
-        else:
-            _turn(manager, index)
-    assert shapes[5] == shapes[149] == [
-        "GetItem", "TransactWriteItems",  # the text: active conversation, then one transaction
-        "GetItem", "Query",               # the context window: pointer, then the newest 20
-        "TransactWriteItems",             # the reply
-    ]
-
-
-def test_no_listing_scans(manager, storage):
-    for number in ("+15550007001", "+15550007002"):
-        manager.add_user_message(number, "hi")
-    with CallRecorder(storage.client) as recorder:
-        cid = manager.list_conversations("+15550007001").items[0].conversation_id
-        manager.list_messages("+15550007001", cid, newest_first=True)
-        manager.list_recent_conversations(limit=5)
-        manager.conversation_stats("+15550007001", cid)
-        manager.export_user("+15550007001")
-        manager.erase_user("+15550007002")
-    assert recorder.operations
-    assert "Scan" not in recorder.operations
-
-
-def test_seed_example_runs_verbatim_in_a_fresh_process(ddb_local, tmp_path):
-    """Run the seed's python block unchanged, with the seed's own environment settings."""
-    import os
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    example = (root / "tests" / "data" / "seed_usage_example.py").read_text()
-    block = example.split("\n", 2)[2]  # after the provenance and lint comments
-    seed = root.parent / "shared" / "seeds" / "001_98c5563487c2c7b1.txt"
-    if seed.exists():  # where the design document sits beside the repo, the copy must match it
-        assert block == re.search(r"```python\n(.*?)```", seed.read_text(), re.S).group(1)
-    script = tmp_path / "seed_example.py"
-    script.write_text(block + "\nprint(formatted_history)\nprint(manager.get_message_count('+1234567890'))\n")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(root),
-        "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "fakeAccessKeyId",
-        "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey",
-    }
-    env.pop("AWS_SESSION_TOKEN", None)
-    result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[-2] == ("[{'role': 'user', 'content': 'Hello DadaCat!'}, "
-                         "{'role': 'assistant', 'content': 'meow, human!'}]")
-    assert lines[-1] == "0"
+def test_user_record_names_the_active_conversation(manager, store):
+    assert store.get_user(USER) is None
+    manager.add_user_message(USER, "hi")
+    user = store.get_user(USER)
+    active = manager.get_or_create_conversation(USER).conversation_id
+    assert user.active_conversation_id == active and user.conversation_count == 1
+    assert not user.opted_out
+    manager.reset_conversation(USER)
+    assert store.get_user(USER).active_conversation_id is None

@@ -1,0 +1,69 @@
+"""Leases and counters in memory (one process only): the Coordination part of MemoryStore."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class MemoryCoordination:
+    """Turn leases and named counters kept in dictionaries under a lock."""
+
+    def __init__(self) -> None:
+        self._coordination_lock = threading.RLock()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._counters: dict[tuple[str, str], tuple[int, float | None]] = {}
+
+    def acquire_lease(self, user_id: str, owner: str, seconds: float) -> bool:
+        """Take the number's lease unless another owner holds a live one."""
+        now = time.time()
+        with self._coordination_lock:
+            held = self._leases.get(user_id)
+            if held is not None and held[0] != owner and held[1] >= now:
+                return False
+            self._leases[user_id] = (owner, now + seconds)
+            return True
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        """Give the lease back if ``owner`` holds it."""
+        with self._coordination_lock:
+            if user_id in self._leases and self._leases[user_id][0] == owner:
+                del self._leases[user_id]
+
+    def increment_counter(
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+    ) -> int:
+        """Add ``amount`` to a counter and return its value; an expired counter starts again."""
+        now = time.time()
+        with self._coordination_lock:
+            value, expires = self._counters.get((scope, name), (0, None))
+            if expires is not None and expires <= now:
+                value, expires = 0, None
+            if expires is None and expires_in:
+                expires = now + expires_in
+            value += int(amount)
+            self._counters[(scope, name)] = (value, expires)
+            return value
+
+    def reserve_counter(
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+    ) -> int | None:
+        """Add ``amount`` only while the counter is below ``below``; the new value, or None."""
+        with self._coordination_lock:
+            if self.get_counter(scope, name) >= below:
+                return None
+            return self.increment_counter(scope, name, amount, expires_in=expires_in)
+
+    def get_counter(self, scope: str, name: str) -> int:
+        """Return a counter's value (0 when missing or expired)."""
+        with self._coordination_lock:
+            value, expires = self._counters.get((scope, name), (0, None))
+            return 0 if expires is not None and expires <= time.time() else value
+
+    def forget(self, user_id: str) -> int:
+        """Drop a number's lease and counters; return how many records went."""
+        with self._coordination_lock:
+            counters = [key for key in self._counters if key[0] == user_id]
+            for key in counters:
+                del self._counters[key]
+            return len(counters) + (self._leases.pop(user_id, None) is not None)

@@ -1,0 +1,211 @@
+"""What the rest of the code may ask of storage, in domain terms.
+
+:class:`ConversationStore` is the protocol the manager, the agent session, the
+limits and the operator surfaces rely on. It speaks of users, conversations,
+messages, pages, leases and counters only: no items, sort keys or attribute
+names. Two implementations keep it: :class:`conversation.storage.DynamoDBStorage`
+(production) and :class:`conversation.inmemory.MemoryStore` (a process-local
+store for tests and tools); one contract suite (``tests/test_store_contract.py``)
+runs over both, the DynamoDB one on moto and on DynamoDB Local.
+
+Shared rules every implementation keeps:
+
+- A stored message has a ``conversation_id`` and an opaque ``position``;
+  positions order the messages of one conversation as strings, and the one
+  reply to a message sorts right after it (:meth:`Message.precedes`).
+- A repeated idempotent append stores nothing and returns the first copy
+  (``Recorded.created`` is False); a second reply to a message likewise.
+- Appends without a conversation id go to the active conversation, starting
+  one when there is none; an append never lands in an archived conversation.
+- Listings return :class:`Page` objects whose cursors only fit the listing
+  (user, kind, direction) that issued them; anything else is InvalidCursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from conversation.models import Conversation, Message, Page, Recorded, User
+
+
+@runtime_checkable
+class Coordination(Protocol):
+    """Cross-worker coordination: one turn lease per number, atomic named counters."""
+
+    def acquire_lease(self, user_id: str, owner: str, seconds: float) -> bool:
+        """Take the number's lease for ``seconds`` unless another owner holds a live one."""
+        ...
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        """Give the lease back if ``owner`` still holds it."""
+        ...
+
+    def increment_counter(
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+    ) -> int:
+        """Add ``amount`` to a counter of a number (``scope="*"``: global) and return its value."""
+        ...
+
+    def reserve_counter(
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+    ) -> int | None:
+        """Add ``amount`` only while the counter is below ``below`` (atomically); new value or None."""
+        ...
+
+    def get_counter(self, scope: str, name: str) -> int:
+        """Return a counter's value (0 when it does not exist or has expired)."""
+        ...
+
+
+@runtime_checkable
+class ConversationStore(Coordination, Protocol):
+    """Users, conversations and messages, plus coordination."""
+
+    def ping(self) -> None:
+        """Raise a StorageError when the store cannot be reached."""
+        ...
+
+    def close(self) -> None:
+        """Release connections the store opened itself."""
+        ...
+
+    # users
+    def get_user(self, user_id: str) -> User | None:
+        """Return what is stored about a number, or None."""
+        ...
+
+    def set_opt_out(self, user_id: str, opted_out: bool) -> None:
+        """Record STOP (True) or START (False)."""
+        ...
+
+    # conversations
+    def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
+        """Return a conversation header without messages, or None."""
+        ...
+
+    def get_active_conversation(self, user_id: str) -> Conversation | None:
+        """Return the active conversation's header, or None."""
+        ...
+
+    def start_conversation(self, user_id: str) -> str:
+        """Start an active conversation unless one is active; return the active one's id."""
+        ...
+
+    def create_conversation(
+        self, user_id: str, conversation_id: str, *, created_at: str, metadata: dict[str, Any] | None = None
+    ) -> bool:
+        """Create an archived conversation with a given id (imports); False if it exists."""
+        ...
+
+    def activate_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Make a conversation active if the number has none; False otherwise."""
+        ...
+
+    def archive_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Archive a conversation; False if it already was; ConversationNotFound if unknown."""
+        ...
+
+    def reset(self, user_id: str) -> str | None:
+        """Archive the active conversation; return its id (None if there was none)."""
+        ...
+
+    def update_conversation(
+        self, user_id: str, conversation_id: str, *, title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Conversation:
+        """Set a title and/or metadata; return the header; ConversationNotFound if unknown."""
+        ...
+
+    # messages
+    def append(
+        self,
+        user_id: str,
+        message: Message,
+        *,
+        conversation_id: str | None = None,
+        idempotent: bool = False,
+        reply_to: Message | None = None,
+        counters: dict[str, int] | None = None,
+        active_hint: str | None = None,
+    ) -> Recorded:
+        """Store a message (atomically with its header counts) and say whether it is new."""
+        ...
+
+    def get_message(self, user_id: str, message_id: str) -> Message | None:
+        """Return a message appended idempotently under ``message_id``, or None."""
+        ...
+
+    def get_reply(self, user_id: str, message: Message) -> Message | None:
+        """Return the reply stored for a message, or None."""
+        ...
+
+    def update_message_metadata(
+        self, user_id: str, message: Message, updates: dict[str, Any], *,
+        counters: dict[str, int] | None = None,
+    ) -> Message:
+        """Merge keys into a stored message's metadata; add ``counters`` to its conversation."""
+        ...
+
+    def recent_messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        """Return the newest ``limit`` messages, oldest first."""
+        ...
+
+    def append_many(
+        self,
+        user_id: str,
+        messages: list[Message],
+        *,
+        conversation_id: str | None = None,
+        create: bool = False,
+        counters: dict[str, int] | None = None,
+    ) -> list[Message]:
+        """Append messages in order (a size problem refuses them all before any write)."""
+        ...
+
+    def pop_newest(self, user_id: str, conversation_id: str) -> Message | None:
+        """Remove and return the newest message (each to one caller only), or None."""
+        ...
+
+    def clear_conversation(self, user_id: str, conversation_id: str) -> int:
+        """Delete a conversation's messages and header; return how many records went."""
+        ...
+
+    # listings
+    def list_messages(
+        self, user_id: str, conversation_id: str, *, limit: int = 50, cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page:
+        """Return one page of a conversation's messages."""
+        ...
+
+    def list_conversations(
+        self, user_id: str, *, limit: int = 20, cursor: str | None = None, include_deleted: bool = False
+    ) -> Page:
+        """Return one page of a number's conversations, newest first."""
+        ...
+
+    def list_recent_conversations(self, *, limit: int = 20, cursor: str | None = None) -> Page:
+        """Return conversations of every number, most recent activity (by minute) first."""
+        ...
+
+    def first_and_last(self, user_id: str, conversation_id: str) -> tuple[Message | None, Message | None]:
+        """Return a conversation's first and last message."""
+        ...
+
+    # deletion and export
+    def soft_delete_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        """Hide a conversation from listings (archived, kept); ConversationNotFound if unknown."""
+        ...
+
+    def hard_delete_conversation(self, user_id: str, conversation_id: str) -> int:
+        """Delete a conversation and everything of it; return how many records went."""
+        ...
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete everything stored for a number; return how many records went (0 when repeated)."""
+        ...
+
+    def iter_user_items(self, user_id: str) -> Iterator[dict[str, Any]]:
+        """Yield the user, its conversations and messages as typed plain dicts (export)."""
+        ...
