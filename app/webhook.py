@@ -23,6 +23,7 @@ from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
 from app.signed_form import InvalidText, text_sid
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
+from app.xmltext import xml_safe
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
 from conversation.daily_stats import DailyStats
 from conversation.models import Message
@@ -644,8 +645,9 @@ def health() -> tuple[Response, int]:
 
 
 def twiml(body: str | None = None, action: str | None = None) -> Response:
-    """Return TwiML with one message (or none) as application/xml."""
+    """Return TwiML with one message (or none) as application/xml; XML-forbidden characters are dropped."""
     response = MessagingResponse()
+    body = xml_safe(body) if body else body
     if body:
         if action:
             response.message(body, action=action, method="POST")
