@@ -70,11 +70,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Send logs to stdout once, one line each (text, or a JSON object) for a host platform."""
+    """Send logs to stderr once, one line each (text, or a JSON object) for a host platform.
+
+    stderr, so that stdout carries only what a command prints (``flask conversations
+    export N > file`` is JSON alone); gunicorn and hosts such as Heroku collect both.
+    """
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_dadacat", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = logging.StreamHandler(sys.stderr)
         handler._dadacat = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     handler.setFormatter(log_formatter(log_format))

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 @click.group("conversations", cls=AppGroup)
 def conversations() -> None:
     """Read, export and erase SMS conversations."""
-    # stdout carries the command's output (JSON for export): log lines go to
-    # stderr while the command runs.
+    # stdout carries only the command's output (JSON for export). Logs already go to
+    # stderr; follow sys.stderr as it is now, in case a runner has replaced it.
     ctx = click.get_current_context()
     for handler in logging.getLogger().handlers:
         if getattr(handler, "_dadacat", False) and isinstance(handler, logging.StreamHandler):

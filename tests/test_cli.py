@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from app import create_app
-from conversation import DynamoDBStorage
+from conversation import ConversationManager, DynamoDBStorage
 
 ALICE = "+15551234567"
 BOB = "+447700900123"
@@ -170,3 +170,30 @@ def test_store_down_is_a_clean_error(unreachable_storage):
     assert result.exit_code == 1
     assert "conversation store failed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_export_and_list_json_print_only_json_on_stdout_in_a_fresh_process(ddb_local, local_storage):
+    """Run the real `flask` command in the default set-up, where start-up logs a warning."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manager = ConversationManager(local_storage)
+    chat(manager, ALICE, 2)
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": "t",
+        "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
+        "DYNAMODB_TABLE_NAME": local_storage.table_name,
+    }
+    root = Path(__file__).resolve().parent.parent
+    for command in (["export", ALICE], ["list", ALICE, "--json"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "conversations", *command],
+            cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "OPENAI_API_KEY is not set" in result.stderr  # the start-up warning went to stderr
+        document = json.loads(result.stdout)  # and stdout is nothing but the JSON
+        assert ALICE in json.dumps(document)

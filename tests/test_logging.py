@@ -19,7 +19,7 @@ SECRET_BODY = "my secret plan involves tuna"
 
 @pytest.fixture
 def log_stream():
-    """Point the app's stdout handler at a buffer for the test, then restore it."""
+    """Point the app's log handler at a buffer for the test, then restore it."""
     stream = io.StringIO()
     state = {}
 
