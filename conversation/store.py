@@ -193,6 +193,37 @@ class ConversationStore(Coordination, Protocol):
         """Return a conversation's first and last message."""
         ...
 
+    # the running summary (on the conversation; see Conversation.summary)
+    def messages_after(
+        self, user_id: str, conversation_id: str, position: str | None, limit: int
+    ) -> list[Message]:
+        """Return up to ``limit`` messages after ``position`` (from the start when None), oldest first."""
+        ...
+
+    def claim_summary(
+        self, user_id: str, conversation_id: str, owner: str, seconds: float, *, upto: str | None
+    ) -> bool:
+        """Take the right to update a summary still covering up to ``upto``; False if taken or moved on.
+
+        A claim lapses after ``seconds``; only a lapsed claim can be taken over.
+        """
+        ...
+
+    def save_summary(
+        self, user_id: str, conversation_id: str, owner: str, text: str, *, upto: str, count: int,
+        tokens: int = 0,
+    ) -> bool:
+        """Store a summary under ``owner``'s claim (released; ``tokens`` counted); False if it was lost."""
+        ...
+
+    def release_summary_claim(self, user_id: str, conversation_id: str, owner: str) -> None:
+        """Give up ``owner``'s claim, keeping the summary."""
+        ...
+
+    def clear_summary(self, user_id: str, conversation_id: str) -> bool:
+        """Forget the summary text and any claim (what it covered stays covered); False if none."""
+        ...
+
     # deletion and export
     def soft_delete_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         """Hide a conversation from listings (archived, kept); ConversationNotFound if unknown."""

@@ -128,6 +128,16 @@ def storage(request):
     return request.getfixturevalue("local_storage")
 
 
+@pytest.fixture(params=["memory", "moto", "dynamodb_local"])
+def store(request):
+    """Return each ConversationStore in turn: in memory, DynamoDB on moto, DynamoDB Local."""
+    if request.param == "memory":
+        from conversation.inmemory import MemoryStore
+
+        return MemoryStore()
+    return request.getfixturevalue({"moto": "moto_storage", "dynamodb_local": "local_storage"}[request.param])
+
+
 @pytest.fixture
 def manager(storage):
     """Return a ConversationManager over the parametrised store."""

@@ -1,8 +1,10 @@
 """The ConversationStore contract: one behaviour suite for every store.
 
-Each test runs on the in-memory store, on DynamoDBStorage over moto and on
-DynamoDBStorage over a real DynamoDB Local. What only the DynamoDB store must
-do (request counts, no Scan, TTL, table setup) is in test_storage_dynamodb.py.
+Each test runs (through the ``store`` fixture) on the in-memory store, on
+DynamoDBStorage over moto and on DynamoDBStorage over a real DynamoDB Local.
+The summary part of the contract is in test_summary_store.py. What only the
+DynamoDB store must do (request counts, no Scan, TTL, table setup) is in
+test_storage_dynamodb.py.
 """
 
 from __future__ import annotations
@@ -22,18 +24,10 @@ from conversation import (
     Message,
     MessageTooLarge,
 )
-from conversation.inmemory import MemoryStore
 from conversation.store import ConversationStore
 
 USER = "+15550001111"
 
-
-@pytest.fixture(params=["memory", "moto", "dynamodb_local"])
-def store(request):
-    """Return each implementation in turn: in memory, DynamoDB on moto, DynamoDB Local."""
-    if request.param == "memory":
-        return MemoryStore()
-    return request.getfixturevalue({"moto": "moto_storage", "dynamodb_local": "local_storage"}[request.param])
 
 
 @pytest.fixture

@@ -1,12 +1,20 @@
-"""The running summary on the conversation header: claims, saves, clears (moto and DynamoDB Local)."""
+"""The running summary of a conversation: claims, saves, clears (the store contract, on every store)."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
+
 from conversation import ConversationManager
 
 NUMBER = "+15550001111"
+
+
+@pytest.fixture
+def manager(store):
+    """Return a ConversationManager over the store under test."""
+    return ConversationManager(storage=store)
 
 
 def _conversation(manager: ConversationManager, texts: int = 6):
@@ -21,41 +29,41 @@ def test_a_new_conversation_has_no_summary(manager):
     assert manager.get_summary(NUMBER, conversation.conversation_id) is None
 
 
-def test_messages_after_a_position_in_order(manager, storage):
+def test_messages_after_a_position_in_order(manager, store):
     conversation = _conversation(manager)
     cid = conversation.conversation_id
-    everything = storage.messages_after(NUMBER, cid, None, 100)
+    everything = store.messages_after(NUMBER, cid, None, 100)
     assert [m.content for m in everything] == [f"text {i}" for i in range(6)]
-    after_two = storage.messages_after(NUMBER, cid, everything[1].position, 3)
+    after_two = store.messages_after(NUMBER, cid, everything[1].position, 3)
     assert [m.content for m in after_two] == ["text 2", "text 3", "text 4"]
-    assert storage.messages_after(NUMBER, cid, everything[-1].position, 10) == []
+    assert store.messages_after(NUMBER, cid, everything[-1].position, 10) == []
 
 
-def test_claim_save_and_read_back(manager, storage):
+def test_claim_save_and_read_back(manager, store):
     conversation = _conversation(manager)
     cid = conversation.conversation_id
-    folded = storage.messages_after(NUMBER, cid, None, 3)
-    assert storage.claim_summary(NUMBER, cid, "a", 30, upto=None)
-    assert not storage.claim_summary(NUMBER, cid, "b", 30, upto=None)  # held by a
-    assert storage.save_summary(NUMBER, cid, "a", "Ann likes tea.", upto=folded[-1].position,
+    folded = store.messages_after(NUMBER, cid, None, 3)
+    assert store.claim_summary(NUMBER, cid, "a", 30, upto=None)
+    assert not store.claim_summary(NUMBER, cid, "b", 30, upto=None)  # held by a
+    assert store.save_summary(NUMBER, cid, "a", "Ann likes tea.", upto=folded[-1].position,
                                 count=3, tokens=42)
     summary = manager.get_summary(NUMBER, cid)
     assert (summary.text, summary.count, summary.upto) == ("Ann likes tea.", 3, folded[-1].position)
     assert summary.updated_at
     assert manager.get_conversation(NUMBER, cid).counters["summary_tokens"] == 42
     # The next claim must name what the summary covers now.
-    assert not storage.claim_summary(NUMBER, cid, "b", 30, upto=None)
-    assert storage.claim_summary(NUMBER, cid, "b", 30, upto=folded[-1].position)
+    assert not store.claim_summary(NUMBER, cid, "b", 30, upto=None)
+    assert store.claim_summary(NUMBER, cid, "b", 30, upto=folded[-1].position)
 
 
-def test_only_one_of_many_claims_wins(manager, storage):
+def test_only_one_of_many_claims_wins(manager, store):
     cid = _conversation(manager).conversation_id
     wins = []
     barrier = threading.Barrier(8)
 
     def claim(owner):
         barrier.wait()
-        if storage.claim_summary(NUMBER, cid, owner, 30, upto=None):
+        if store.claim_summary(NUMBER, cid, owner, 30, upto=None):
             wins.append(owner)
 
     threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
@@ -66,48 +74,48 @@ def test_only_one_of_many_claims_wins(manager, storage):
     assert len(wins) == 1
 
 
-def test_a_lapsed_claim_can_be_taken_over_and_the_old_owner_cannot_save(manager, storage):
+def test_a_lapsed_claim_can_be_taken_over_and_the_old_owner_cannot_save(manager, store):
     cid = _conversation(manager).conversation_id
-    assert storage.claim_summary(NUMBER, cid, "dead", -1, upto=None)  # already lapsed
-    assert storage.claim_summary(NUMBER, cid, "alive", 30, upto=None)
-    position = storage.messages_after(NUMBER, cid, None, 1)[0].position
-    assert not storage.save_summary(NUMBER, cid, "dead", "stale", upto=position, count=1)
+    assert store.claim_summary(NUMBER, cid, "dead", -1, upto=None)  # already lapsed
+    assert store.claim_summary(NUMBER, cid, "alive", 30, upto=None)
+    position = store.messages_after(NUMBER, cid, None, 1)[0].position
+    assert not store.save_summary(NUMBER, cid, "dead", "stale", upto=position, count=1)
     assert manager.get_summary(NUMBER, cid) is None
 
 
-def test_a_released_claim_keeps_the_previous_summary(manager, storage):
+def test_a_released_claim_keeps_the_previous_summary(manager, store):
     cid = _conversation(manager).conversation_id
-    first = storage.messages_after(NUMBER, cid, None, 2)
-    assert storage.claim_summary(NUMBER, cid, "a", 30, upto=None)
-    assert storage.save_summary(NUMBER, cid, "a", "first", upto=first[-1].position, count=2)
-    assert storage.claim_summary(NUMBER, cid, "b", 30, upto=first[-1].position)
-    storage.release_summary_claim(NUMBER, cid, "b")
+    first = store.messages_after(NUMBER, cid, None, 2)
+    assert store.claim_summary(NUMBER, cid, "a", 30, upto=None)
+    assert store.save_summary(NUMBER, cid, "a", "first", upto=first[-1].position, count=2)
+    assert store.claim_summary(NUMBER, cid, "b", 30, upto=first[-1].position)
+    store.release_summary_claim(NUMBER, cid, "b")
     assert manager.get_summary(NUMBER, cid).text == "first"
-    assert storage.claim_summary(NUMBER, cid, "c", 30, upto=first[-1].position)  # free again
+    assert store.claim_summary(NUMBER, cid, "c", 30, upto=first[-1].position)  # free again
 
 
-def test_clear_forgets_the_text_but_not_what_was_covered(manager, storage):
+def test_clear_forgets_the_text_but_not_what_was_covered(manager, store):
     cid = _conversation(manager).conversation_id
-    first = storage.messages_after(NUMBER, cid, None, 2)
-    assert storage.claim_summary(NUMBER, cid, "a", 30, upto=None)
-    assert storage.save_summary(NUMBER, cid, "a", "secret", upto=first[-1].position, count=2)
-    assert storage.claim_summary(NUMBER, cid, "b", 30, upto=first[-1].position)  # in flight
+    first = store.messages_after(NUMBER, cid, None, 2)
+    assert store.claim_summary(NUMBER, cid, "a", 30, upto=None)
+    assert store.save_summary(NUMBER, cid, "a", "secret", upto=first[-1].position, count=2)
+    assert store.claim_summary(NUMBER, cid, "b", 30, upto=first[-1].position)  # in flight
     assert manager.clear_summary(NUMBER, cid)
     summary = manager.get_summary(NUMBER, cid)
     assert summary.text is None and summary.count == 2
     # The fold that was in flight when it was cleared cannot write the old memory back.
-    assert not storage.save_summary(NUMBER, cid, "b", "secret again", upto=first[-1].position, count=2)
+    assert not store.save_summary(NUMBER, cid, "b", "secret again", upto=first[-1].position, count=2)
     assert not manager.clear_summary(NUMBER, cid)  # nothing left to clear
 
 
-def test_reset_starts_without_a_summary_and_erase_removes_it(manager, storage):
+def test_reset_starts_without_a_summary_and_erase_removes_it(manager, store):
     cid = _conversation(manager).conversation_id
-    position = storage.messages_after(NUMBER, cid, None, 1)[0].position
-    assert storage.claim_summary(NUMBER, cid, "a", 30, upto=None)
-    assert storage.save_summary(NUMBER, cid, "a", "remember me", upto=position, count=1)
+    position = store.messages_after(NUMBER, cid, None, 1)[0].position
+    assert store.claim_summary(NUMBER, cid, "a", 30, upto=None)
+    assert store.save_summary(NUMBER, cid, "a", "remember me", upto=position, count=1)
     manager.reset_conversation(NUMBER)
     manager.add_user_message(NUMBER, "hello again")
     assert manager.get_or_create_conversation(NUMBER).summary is None
     manager.erase_user(NUMBER)
-    assert all("remember me" not in str(item) for item in storage.iter_user_items(NUMBER))
-    assert not storage.claim_summary(NUMBER, cid, "b", 30, upto=position)  # header gone
+    assert all("remember me" not in str(item) for item in store.iter_user_items(NUMBER))
+    assert not store.claim_summary(NUMBER, cid, "b", 30, upto=position)  # header gone

@@ -20,6 +20,7 @@ from typing import Any
 from conversation.cursors import decode_cursor, encode_cursor
 from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge
 from conversation.inmemory.coordination import MemoryCoordination
+from conversation.inmemory.summaries import MemorySummaries
 from conversation.models import (
     ROLES,
     Conversation,
@@ -44,13 +45,18 @@ class _Thread:
     header: Conversation
     messages: dict[str, Message] = field(default_factory=dict)
     activity: str | None = None  # "<minute>#<user>#<conversation>", None once soft-deleted
+    claim: tuple[str, float] | None = None  # who may update the summary, and until when
+
+    def claimed_by(self, owner: str) -> bool:
+        """Return whether ``owner`` holds the summary claim (lapsed or not)."""
+        return self.claim is not None and self.claim[0] == owner
 
 
 def _time_key(timestamp: str) -> str:
     return parse_iso(timestamp).strftime("%Y%m%dT%H%M%S.%f")
 
 
-class MemoryStore(MemoryCoordination):
+class MemoryStore(MemoryCoordination, MemorySummaries):
     """Conversations, messages, leases and counters in memory (see :mod:`conversation.store`)."""
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
