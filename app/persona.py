@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from app.config import ConfigError
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
+from conversation.window import context_window
 
 log = logging.getLogger(__name__)
 
@@ -335,25 +336,17 @@ class OpenAIResponder:
     def build_messages(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
                        message_id: str | None = None) -> list[dict[str, str]]:
         """Return the chat messages to send: system prompt, trimmed window, then the new text."""
-        window: list[dict[str, str]] = []
-        used_chars = 0
-        for message in reversed(list(history)):
-            if len(window) >= self.history_max_messages:
-                break
-            role = _field(message, "role", "user")
-            if role not in ("user", "assistant"):
-                continue  # system notes (resets, operator remarks) are not conversation
-            if message_id is not None and _field(message, "message_id") == message_id:
-                continue  # the text being answered goes last, exactly once
-            content = chat_content(_field(message, "content", "") or "",
-                                   _field(message, "media_urls", ()) or ())
-            if not content:
-                continue
-            if used_chars + len(content) > self.history_max_chars:
-                break  # stop rather than skip, so the window stays contiguous
-            used_chars += len(content)
-            window.append({"role": role, "content": content})
-        window.reverse()
+        def rendered(message: Any) -> str:
+            return chat_content(_field(message, "content", "") or "", _field(message, "media_urls", ()) or ())
+
+        kept = context_window(
+            history,
+            max_messages=self.history_max_messages,
+            max_chars=self.history_max_chars,
+            text_id=message_id,
+            size=lambda message: len(rendered(message)),
+        )
+        window = [{"role": _field(message, "role", "user"), "content": rendered(message)} for message in kept]
         current = chat_content(text or "", media_urls) or "[sent an empty text]"
         return [{"role": "system", "content": self.system_prompt}, *window,
                 {"role": "user", "content": current}]

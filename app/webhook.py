@@ -18,13 +18,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from app.limits import Limits, Reservation, TurnLease, backoff_delays, is_before, waits_on_earlier
+from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
 from app.signed_form import InvalidText, text_sid
 from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
 from app.xmltext import xml_safe
-from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id
+from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id, window
 from conversation.daily_stats import DailyStats
 from conversation.models import Message
 
@@ -473,17 +473,12 @@ def settle(limits: Limits, reservation: Reservation, used: int, text: InboundTex
 def context_window(history: list[Message], message: Message) -> list[Message]:
     """Keep what came before this text (not the text itself), within the configured size."""
     config = current_app.config
-    earlier = [item for item in history if is_before(item, message)]
-    earlier = earlier[-config["HISTORY_MAX_MESSAGES"]:] if config["HISTORY_MAX_MESSAGES"] else []
-    budget = config["HISTORY_MAX_CHARS"]
-    kept: list[Message] = []
-    for item in reversed(earlier):
-        budget -= len(item.content)
-        if budget < 0:
-            break
-        kept.append(item)
-    kept.reverse()
-    return kept
+    return window.context_window(
+        history,
+        text=message,
+        max_messages=config["HISTORY_MAX_MESSAGES"],
+        max_chars=config["HISTORY_MAX_CHARS"],
+    )
 
 
 def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn) -> Any:
