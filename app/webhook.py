@@ -271,7 +271,8 @@ def inbound_sms() -> Response:
             settle(limits, reservation, _tokens(reply_obj), text)
         if getattr(reply_obj, "error", None):
             turn.details["model_error"] = reply_obj.error
-        answer = truncate(reply_obj.text, current_app.config["REPLY_MAX_CHARS"])
+        # Stored as sent: what XML cannot carry never reaches the texter, so it is not kept either.
+        answer = truncate(xml_safe(reply_obj.text), current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
         stored = record_reply(
             manager, text, message, answer,

@@ -63,3 +63,12 @@ def test_every_character_xml_forbids_is_dropped(char):
                                   "\U00010000", "\U0010ffff", "€"])
 def test_characters_xml_allows_are_kept(char):
     assert xml_safe(f"a{char}b") == f"a{char}b"
+
+
+def test_the_reply_sent_is_the_reply_stored(texter_for):
+    texter = texter_for(f"purr{FORBIDDEN}!")
+    response = texter.text("hello")
+    [message] = ET.fromstring(response.data).iter("Message")
+    manager = texter.client.application.extensions["dadacat.manager"]
+    stored = [m for m in manager.get_history(NUMBER) if m.role == "assistant"]
+    assert [m.content for m in stored] == [message.text] == ["purr!"]
