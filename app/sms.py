@@ -5,7 +5,6 @@ Nothing here touches Flask, Twilio's client or storage, so it is easy to test on
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from dataclasses import dataclass
 
@@ -48,18 +47,31 @@ def is_gsm7(text: str) -> bool:
 
 
 def count_segments(text: str) -> Segments:
-    """Count the SMS segments a text takes (160/153 GSM-7 septets, 70/67 UCS-2 units)."""
+    """Count the SMS segments a text takes (160/153 GSM-7 septets, 70/67 UCS-2 units).
+
+    In a multi-part text a character is never split between two segments: a GSM-7
+    extension character (an escape and the character, two septets) or an emoji (a
+    UTF-16 surrogate pair) that does not fit in what is left of a segment starts the
+    next one.
+    """
     if not text:
         return Segments(GSM7, 0, 0)
     if is_gsm7(text):
-        units = sum(2 if char in GSM7_EXTENSION else 1 for char in text)
+        sizes = [2 if char in GSM7_EXTENSION else 1 for char in text]
         single, multi, encoding = 160, 153, GSM7
     else:
         # UCS-2 on the wire is really UTF-16: characters outside the BMP (most
         # emoji) take two code units.
-        units = len(text.encode("utf-16-le")) // 2
+        sizes = [2 if ord(char) > 0xFFFF else 1 for char in text]
         single, multi, encoding = 70, 67, UCS2
-    count = 1 if units <= single else math.ceil(units / multi)
+    units = sum(sizes)
+    if units <= single:
+        return Segments(encoding, units, 1)
+    count, room = 1, multi
+    for size in sizes:
+        if size > room:
+            count, room = count + 1, multi
+        room -= size
     return Segments(encoding, units, count)
 
 

@@ -25,31 +25,13 @@ if str(ROOT) not in sys.path:
 from twilio.request_validator import RequestValidator  # noqa: E402
 
 from app.config import ConfigError, load_config  # noqa: E402
+from app.sms import count_segments  # noqa: E402
 from scripts.run_local import dotenv_file  # noqa: E402
 
 DEFAULT_FROM = "+15555550123"
 DEFAULT_TO = "+15555550100"
-# The GSM-7 basic character set: a text outside it is sent as UCS-2 (70 per segment).
-GSM7 = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-
-
 class SendError(RuntimeError):
     """The bot could not be reached or answered with an error."""
-
-
-def segments(body: str) -> int:
-    """Return how many SMS segments Twilio would count for this body."""
-    if set(body) <= GSM7:
-        single, multi, length = 160, 153, len(body)
-    else:
-        # UCS-2 counts UTF-16 units: an emoji takes two.
-        single, multi, length = 70, 67, len(body.encode("utf-16-le")) // 2
-    if length <= single:
-        return 1
-    return -(-length // multi)
 
 
 def build_params(body: str, sender: str, to: str, account_sid: str) -> dict[str, str]:
@@ -61,7 +43,7 @@ def build_params(body: str, sender: str, to: str, account_sid: str) -> dict[str,
         "To": to,
         "Body": body,
         "NumMedia": "0",
-        "NumSegments": str(segments(body)),
+        "NumSegments": str(max(1, count_segments(body).count)),
     }
 
 

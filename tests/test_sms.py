@@ -36,6 +36,25 @@ def test_segments(text, encoding, units, count):
     assert segments.metadata() == {"segments": count, "encoding": encoding, "sms_units": units}
 
 
+@pytest.mark.parametrize(
+    "text, count",
+    [
+        ("a" * 152 + "€" + "a" * 152, 3),  # the escape and € may not straddle segments 1 and 2
+        ("a" * 151 + "€" + "a" * 153, 2),  # here they fit at the end of segment 1
+        ("a" * 306, 2),
+        ("€" * 153, 3),  # 306 septets, but only 76 whole pairs fit in a segment of 153
+        ("ж" * 66 + "\U0001f431" + "ж" * 66, 3),  # an emoji's surrogate pair is never split
+        ("ж" * 65 + "\U0001f431" + "ж" * 67, 2),
+    ],
+)
+def test_a_character_is_never_split_between_segments(text, count):
+    assert count_segments(text).count == count
+
+
+def test_half_an_emoji_is_counted_not_refused():
+    assert count_segments("a\ud83d") == count_segments("a\u4e00")
+
+
 def test_gsm7_alphabet():
     assert is_gsm7("Hello @ £$¥ ÄÖÑÜ §¿ {[~]} ^|\\ €")
     assert not is_gsm7("hello 🐱")

@@ -100,11 +100,11 @@ def test_twiml_parsing_and_segments():
     assert sms.parse_twiml('<?xml version="1.0" encoding="UTF-8"?><Response />') == []
     with pytest.raises(sms.SendError):
         sms.parse_twiml("<html/>")
-    assert sms.segments("a" * 160) == 1
-    assert sms.segments("a" * 161) == 2
-    # An emoji takes two UTF-16 units and switches the whole text to UCS-2.
-    assert sms.segments("\U0001f431" + "a" * 68) == 1
-    assert sms.segments("\U0001f431" + "a" * 69) == 2
+    # Segments are counted by the bot's own rules (app.sms), not a copy.
+    for body, count in [("a" * 160, "1"), ("a" * 161, "2"), ("\U0001f431" + "a" * 68, "1"),
+                        ("\U0001f431" + "a" * 69, "2"), ("a" * 152 + "€" + "a" * 152, "3"), ("", "1")]:
+        assert sms.build_params(body, TEXTER, "+15555550100", "AC" + "0" * 32)["NumSegments"] == count
+    assert not hasattr(sms, "GSM7") and not hasattr(sms, "segments")
     params = sms.build_params("hi", TEXTER, "+15555550100", "AC" + "0" * 32)
     assert params["MessageSid"].startswith("SM") and len(params["MessageSid"]) == 34
     assert params["NumMedia"] == "0" and params["NumSegments"] == "1"
