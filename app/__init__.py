@@ -87,5 +87,6 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     # DEBUG never dumps request payloads (numbers, bodies, credentials).
     for name in ("app", "conversation", "scripts"):
         logging.getLogger(name).setLevel(level.upper())
-    for name in ("botocore", "boto3", "urllib3", "openai", "httpx", "httpcore"):
+    # httpx2/httpcore2 are the openai client's transport: at INFO they log every model call.
+    for name in ("botocore", "boto3", "urllib3", "openai", "httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,43 @@ class _JsonLineFormatter(JsonFormatter):
             log_data.setdefault(name, value)
 
 
+# What could end a log line or disguise one: C0 and C1 controls, DEL, line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """Escape control characters and line breaks, so a value can never start a log line of its own."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """The text format: each record's line escaped; a traceback's lines indented below it.
+
+    Request fields (a MessageSid, a status, a query parameter) reach log messages; a
+    newline in one must not forge a line that looks like the bot's own.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record's escaped line, then any traceback or stack indented under it."""
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [one_line(self.formatMessage(record))]
+        # Formatted here, not taken from record.exc_text: another handler may have cached it unindented.
+        if record.exc_info:
+            lines.append(_indented(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            lines.append(_indented(record.exc_text))
+        if record.stack_info:
+            lines.append(_indented(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + one_line(line) for line in text.splitlines())
+
+
 def log_formatter(log_format: str) -> logging.Formatter:
     """Return the formatter for LOG_FORMAT: ``text`` (one readable line) or ``json``."""
     if log_format == "json":
@@ -48,4 +86,4 @@ def log_formatter(log_format: str) -> logging.Formatter:
             ["asctime", "levelname", "name", "message"],
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return OneLineFormatter(TEXT_FORMAT)

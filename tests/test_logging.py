@@ -100,3 +100,46 @@ def test_log_format_is_validated():
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         load_config({**base, "LOG_FORMAT": "xml"}, environ={}, dotenv_path=None)
     assert load_config(base, environ={}, dotenv_path=None).LOG_FORMAT == "text"
+
+
+def test_request_fields_cannot_forge_a_log_line(moto_storage, log_stream):
+    app = build(moto_storage, "text")
+    texter = Texter(app.test_client(), number=NUMBER)
+    assert texter.text("hello", sid=sid_for("real")).status_code == 200
+    stream = log_stream()
+    forged = "sent\n2026-01-01 00:00:00,000 INFO app.webhook: sms from=+1 outcome=forged\u2028\x1b[2J"
+    assert texter.status(sid_for("real"), forged).status_code == 200
+    lines = stream.getvalue().splitlines()
+    assert lines and not any(line.startswith("2026-01-01") for line in lines)
+    [line] = [line for line in lines if "outcome=forged" in line]
+    assert line.startswith("20") and "\\n2026-01-01" in line
+    assert "\\u001b" in line and "\\u2028" in line
+
+
+def test_a_traceback_stays_below_its_line(moto_storage, log_stream):
+    build(moto_storage, "text")
+    stream = log_stream()
+    try:
+        raise RuntimeError("boom\n2026-01-01 00:00:00,000 INFO forged")
+    except RuntimeError:
+        logging.getLogger("app.webhook").exception("sms sid=%s: unexpected failure", "SMx")
+    first, *rest = stream.getvalue().splitlines()
+    assert "ERROR app.webhook: sms sid=SMx: unexpected failure" in first
+    assert rest and all(line.startswith("  ") for line in rest)
+
+
+def test_the_openai_transport_does_not_log_each_model_call(moto_storage, log_stream):
+    from tests.fake_openai import FakeOpenAI, reply
+
+    with FakeOpenAI() as fake:
+        fake.default = reply("prrt")
+        app = create_app({
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
+        })
+        stream = log_stream()
+        assert Texter(app.test_client(), number=NUMBER).text("hello").status_code == 200
+        assert fake.requests
+    output = stream.getvalue()
+    assert "outcome=replied" in output
+    assert "HTTP Request" not in output and "httpx" not in output and "httpcore" not in output
