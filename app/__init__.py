@@ -22,7 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     ``config`` overrides the environment (tests pass settings here). Objects
     already built may be injected by passing them as ``STORAGE``, ``MANAGER``,
-    ``RESPONDER`` or ``OFFLINE_RESPONDER``.
+    ``RESPONDER``, ``OFFLINE_RESPONDER`` or ``MEMORY_KEEPER``.
     """
     settings = load_config(config)
     app = Flask(__name__)
@@ -50,11 +50,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
     )
 
-    from app import api, body_limit, cli, console, devphone, metrics, persona, webhook
+    from app import api, body_limit, cli, console, devphone, memory, metrics, persona, webhook
 
     body_limit.init_app(app)
     persona.init_app(app)
     webhook.init_app(app)
+    memory.init_app(app)
     api.init_app(app)
     cli.init_app(app)
     devphone.init_app(app)

@@ -268,6 +268,20 @@ def conversation_stats(number: str, conversation_id: str):
     )
 
 
+@bp.get("/numbers/<number>/conversations/<conversation_id>/summary", merge_slashes=False)
+def get_summary(number: str, conversation_id: str):
+    """Return the conversation's running summary (null before the first one)."""
+    return jsonify(ops.get_summary(_manager(), number, conversation_id, via=VIA))
+
+
+@bp.delete("/numbers/<number>/conversations/<conversation_id>/summary", merge_slashes=False)
+def clear_summary(number: str, conversation_id: str):
+    """Forget the conversation's running summary; the model starts remembering afresh."""
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
+    cleared = ops.clear_summary(_manager(), number, conversation_id, via=VIA)
+    return jsonify(number=number, conversation_id=conversation_id, cleared=cleared)
+
+
 @bp.patch("/numbers/<number>/conversations/<conversation_id>", merge_slashes=False)
 def update_conversation(number: str, conversation_id: str):
     """Rename and/or archive a conversation."""

@@ -1,4 +1,4 @@
-"""Operator commands: ``flask init-db`` and ``flask conversations list|show|stats|export|reset|erase``."""
+"""Operator commands: ``flask init-db`` and ``flask conversations list|show|stats|summary|...``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.api import conversation_json, message_json
 from app.logutil import mask_number
-from app.operations import is_valid_number
+from app.operations import is_valid_number, summary_view
 from conversation import ConversationManager, ConversationNotFound, InvalidCursor, StorageError
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,37 @@ def show_command(
 def stats_command(number: str, conversation_id: str) -> None:
     """Print a conversation's statistics as JSON."""
     _echo_json(_manager().conversation_stats(number, conversation_id))
+
+
+@conversations.command("summary")
+@NUMBER
+@click.argument("conversation_id", required=False)
+@click.option("--clear", is_flag=True, help="Forget the summary instead of printing it.")
+@AS_JSON
+@_store_errors
+def summary_command(number: str, conversation_id: str | None, clear: bool, as_json: bool) -> None:
+    """Print (or --clear) the running summary of a conversation (NUMBER's newest by default)."""
+    manager = _manager()
+    if conversation_id is None:
+        newest = manager.list_conversations(number, limit=1).items
+        if not newest:
+            raise click.ClickException(f"{number} has no conversations")
+        conversation_id = newest[0].conversation_id
+    if clear:
+        cleared = manager.clear_summary(number, conversation_id)
+        log.info("operator cli clear_summary number=%s conversation=%s cleared=%s",
+                 mask_number(number), conversation_id, cleared)
+        click.echo("summary cleared" if cleared else "no summary to clear")
+        return
+    summary = manager.get_summary(number, conversation_id)
+    log.info("operator cli summary number=%s conversation=%s", mask_number(number), conversation_id)
+    if as_json:
+        _echo_json(summary_view(number, conversation_id, summary))
+    elif summary is None or summary.text is None:
+        click.echo(f"{conversation_id}: no summary")
+    else:
+        click.echo(f"{conversation_id}: covers {summary.count} messages, updated {summary.updated_at}")
+        click.echo(summary.text)
 
 
 @conversations.command("export")

@@ -82,6 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
     # Memory
     Setting("HISTORY_MAX_MESSAGES", 20, _int, "Most earlier messages sent to the model with each text."),
     Setting("HISTORY_MAX_CHARS", 6000, _int, "Most characters of earlier messages sent to the model with each text."),
+    Setting("MEMORY_SUMMARY", True, _bool, "Fold messages that leave the window into a running summary the model reads (needs a model)."),
+    Setting("MEMORY_UPDATE_EVERY", 10, _int, "Update the running summary about once every this many messages (at least 1)."),
+    Setting("MEMORY_SUMMARY_MAX_CHARS", 1000, _int, "Longest running summary, in characters (100 to 4000)."),
     # Model
     Setting("OPENAI_API_KEY", None, _str, "OpenAI (or compatible server) API key. Empty: the offline DadaCat persona answers.", True),
     Setting("OPENAI_MODEL", "gpt-4o-mini", _str, "Chat model used for replies."),
@@ -188,6 +191,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must not be negative")
     if config["MAX_REQUEST_BYTES"] < 4096:
         raise ConfigError("MAX_REQUEST_BYTES must be at least 4096 (a Twilio post with media is a few KB)")
+    if config["MEMORY_UPDATE_EVERY"] < 1:
+        raise ConfigError("MEMORY_UPDATE_EVERY must be at least 1")
+    if not 100 <= config["MEMORY_SUMMARY_MAX_CHARS"] <= 4000:
+        raise ConfigError("MEMORY_SUMMARY_MAX_CHARS must be between 100 and 4000")
     if config["PERSONA_FILE"] and not Path(config["PERSONA_FILE"]).is_file():
         raise ConfigError(f"PERSONA_FILE {config['PERSONA_FILE']!r} does not exist")
     for name in ("DYNAMODB_CONNECT_TIMEOUT", "DYNAMODB_READ_TIMEOUT"):

@@ -170,6 +170,30 @@ _SCHEMAS: dict[str, Any] = {
             "archived_conversation_id": {"type": "string", "nullable": True},
         },
     },
+    "Summary": {
+        "type": "object",
+        "required": ["number", "conversation_id", "summary", "covers_messages", "covers_up_to",
+                     "updated_at"],
+        "properties": {
+            "number": {"type": "string"},
+            "conversation_id": {"type": "string"},
+            "summary": {"type": "string", "nullable": True,
+                        "description": "What the model remembers of messages older than its window."},
+            "covers_messages": {"type": "integer", "minimum": 0},
+            "covers_up_to": {"type": "string", "nullable": True,
+                             "description": "Opaque position of the newest message it covers."},
+            "updated_at": {"type": "string", "nullable": True},
+        },
+    },
+    "SummaryCleared": {
+        "type": "object",
+        "required": ["number", "conversation_id", "cleared"],
+        "properties": {
+            "number": {"type": "string"},
+            "conversation_id": {"type": "string"},
+            "cleared": {"type": "boolean"},
+        },
+    },
     "EraseResult": {
         "type": "object",
         "required": ["number", "erased_items"],
@@ -307,6 +331,20 @@ def build_document() -> dict[str, Any]:
                 ("Stats", "The statistics."),
                 number_conv,
             )
+        },
+        "/api/v1/numbers/{number}/conversations/{conversation_id}/summary": {
+            "get": _operation(
+                "getSummary",
+                "The conversation's running summary of messages older than the model's window.",
+                ("Summary", "The summary (summary is null before the first one)."),
+                number_conv,
+            ),
+            "delete": _operation(
+                "clearSummary",
+                "Forget the running summary; messages it covered are not summarised again.",
+                ("SummaryCleared", "Whether there was a summary to forget."),
+                number_conv,
+            ),
         },
         "/api/v1/numbers/{number}/reset": {
             "post": _operation(

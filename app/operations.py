@@ -14,6 +14,7 @@ from typing import Any
 
 from app.logutil import mask_number
 from conversation import Conversation, ConversationManager, Message, Page
+from conversation.models import Summary
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,32 @@ def conversation_messages(
     return page
 
 
+def get_summary(
+    manager: ConversationManager, number: str, conversation_id: str, *, via: str
+) -> dict[str, Any]:
+    """Return a conversation's running summary as a JSON-ready dict (summary null when none)."""
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
+    summary = manager.get_summary(number, conversation_id)
+    audit("get_summary", number, conversation_id, via=via)
+    return summary_view(number, conversation_id, summary)
+
+
+def summary_view(number: str, conversation_id: str, summary: Summary | None) -> dict[str, Any]:
+    """Return the operator's view of a running summary."""
+    data = (summary or Summary(text=None)).to_dict()
+    return {"number": number, "conversation_id": conversation_id, **data}
+
+
 # ------------------------------------------------------------------ writes
+
+
+def clear_summary(manager: ConversationManager, number: str, conversation_id: str, *, via: str) -> bool:
+    """Forget a conversation's running summary; False when it had none."""
+    number, conversation_id = check_number(number), check_conversation_id(conversation_id)
+    cleared = manager.clear_summary(number, conversation_id)
+    audit("clear_summary", number, conversation_id, cleared=cleared, via=via)
+    return cleared
+
 
 
 def update_conversation(

@@ -2,13 +2,17 @@
 
 The webhook depends on one interface only::
 
-    responder.reply(history, text, *, deadline=None, media_urls=(), message_id=None) -> Reply
+    responder.reply(history, text, *, deadline=None, media_urls=(), message_id=None,
+                    summary=None) -> Reply
 
 ``deadline`` is an absolute ``time.monotonic()`` instant by which the reply must be ready
 (None: the responder's own ``deadline_seconds`` from now). ``history`` holds the
 conversation's earlier messages (oldest first) and EXCLUDES the text being answered; ``text``
 is that new text. A message in ``history`` whose id equals ``message_id`` is dropped, so a
 caller that loaded the window after recording the text can pass it through unchanged.
+``summary`` is the conversation's running summary of messages older than the window
+(see ``conversation.memory``); the model reads it before the window, the offline persona
+does without.
 ``reply`` never raises and never returns empty text.
 """
 
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 
 from app.config import ConfigError
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
+from conversation.memory import summary_message
 from conversation.window import context_window
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,8 @@ class Responder(Protocol):
     """Anything that turns a conversation window and a new text into a Reply."""
 
     def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
-              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply: ...
+              media_urls: Sequence[str] = (), message_id: str | None = None,
+              summary: str | None = None) -> Reply: ...
 
 
 # --- the persona prompt ------------------------------------------------------------------
@@ -192,9 +198,11 @@ class OfflineResponder:
         self._lock = threading.Lock()
 
     def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
-              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
+              media_urls: Sequence[str] = (), message_id: str | None = None,
+              summary: str | None = None) -> Reply:
         """Return an offline DadaCat reply that refers to ``text``."""
-        del deadline, message_id  # instant, and the window is not needed beyond its length
+        # Instant, needs no memory, and the window is not needed beyond its length.
+        del deadline, message_id, summary
         started = time.monotonic()
         try:
             body = self.compose(text, history_length=len(history), pictures=len(media_urls))
@@ -334,8 +342,8 @@ class OpenAIResponder:
         self._client.close()
 
     def build_messages(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
-                       message_id: str | None = None) -> list[dict[str, str]]:
-        """Return the chat messages to send: system prompt, trimmed window, then the new text."""
+                       message_id: str | None = None, summary: str | None = None) -> list[dict[str, str]]:
+        """Return the chat messages to send: system prompt, summary, trimmed window, new text."""
         def rendered(message: Any) -> str:
             return chat_content(_field(message, "content", "") or "", _field(message, "media_urls", ()) or ())
 
@@ -348,8 +356,9 @@ class OpenAIResponder:
         )
         window = [{"role": _field(message, "role", "user"), "content": rendered(message)} for message in kept]
         current = chat_content(text or "", media_urls) or "[sent an empty text]"
-        return [{"role": "system", "content": self.system_prompt}, *window,
-                {"role": "user", "content": current}]
+        memory = summary_message(summary)
+        return [{"role": "system", "content": self.system_prompt}, *([memory] if memory else []),
+                *window, {"role": "user", "content": current}]
 
     def token_estimate(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
                        message_id: str | None = None) -> int:
@@ -363,7 +372,8 @@ class OpenAIResponder:
         return prompt + self.max_tokens
 
     def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
-              media_urls: Sequence[str] = (), message_id: str | None = None) -> Reply:
+              media_urls: Sequence[str] = (), message_id: str | None = None,
+              summary: str | None = None) -> Reply:
         """Return the model's reply, or the offline persona's when no model answers in time.
 
         ``deadline`` is a ``time.monotonic()`` instant; the reply is ready by it and never
@@ -377,7 +387,8 @@ class OpenAIResponder:
         attempts = 0
         last_error = "deadline"
         try:
-            messages = self.build_messages(history, text, media_urls=media_urls, message_id=message_id)
+            messages = self.build_messages(history, text, media_urls=media_urls,
+                                           message_id=message_id, summary=summary)
             for index, model in enumerate(self.models):
                 for attempt in range(self.attempts_per_model):
                     remaining = ends - time.monotonic()
@@ -422,6 +433,35 @@ class OpenAIResponder:
             attempts=attempts,
             error=last_error,
         )
+
+    def summarise(self, messages: list[dict[str, str]], *, max_tokens: int = 400,
+                  timeout: float = 30.0) -> tuple[str | None, int]:
+        """Ask for a conversation summary off the reply path: one try per model, in order.
+
+        Returns (text, tokens used); text is None when no model gave one, and the
+        caller keeps the summary it had.
+        """
+        tokens = 0
+        for model in self.models:
+            try:
+                # The length parameter this model is known to take (see app/model_compat.py).
+                parameter = self.compat.parameters(model)[0]
+                response = self._client.chat.completions.create(
+                    model=model, messages=messages, temperature=self.temperature, timeout=timeout,
+                    **{parameter: max_tokens},
+                )
+            except Exception as exc:  # any failure: keep the previous summary
+                log.warning("summary by model %s failed: %s", model, type(exc).__name__)
+                continue
+            counted = getattr(response, "usage", None)
+            tokens += int(getattr(counted, "total_tokens", 0) or 0)
+            choices = getattr(response, "choices", None) or []
+            message = choices[0].message if choices else None
+            content = (getattr(message, "content", None) or "").strip() if message else ""
+            if content and not getattr(message, "refusal", None):
+                return content, tokens
+            log.warning("summary by model %s came back empty", model)
+        return None, tokens
 
     def _call(self, model: str, messages: list[dict[str, str]], remaining: float,
               usage: dict[str, int]) -> tuple[str, str]:

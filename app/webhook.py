@@ -264,8 +264,10 @@ def inbound_sms() -> Response:
 
         context = context_window(history, message)
         responder, fallback, reservation = choose_responder(limits, context, text, message, turn)
+        header = memory_header(manager, text, message, history)
+        summary = header.summary.text if header is not None and header.summary else None
         started = time.monotonic()
-        reply_obj = ask(responder, context, text, message, turn)
+        reply_obj = ask(responder, context, text, message, turn, summary)
         turn.mark("model", started)
         if reservation is not None:
             settle(limits, reservation, _tokens(reply_obj), text)
@@ -285,6 +287,7 @@ def inbound_sms() -> Response:
             turn=turn,
         )
         turn.latency_ms = float(getattr(reply_obj, "latency_ms", 0.0))
+        keep_memory(header, text, turn)
         answer = stored.content
         turn.details.update(segments=segments.count, history=len(context))
         if fallback or reply_obj.fallback:
@@ -482,9 +485,38 @@ def context_window(history: list[Message], message: Message) -> list[Message]:
     )
 
 
-def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn) -> Any:
+def memory_header(manager: Any, text: InboundText, message: Message, history: list[Message]) -> Any:
+    """Return the conversation header with its running summary, when one may exist.
+
+    A conversation shorter than the window has no summary, so the header is read
+    (one GetItem) only once the window is full. A failed read means no memory this time.
+    """
+    keeper = _ext("memory")
+    if keeper is None or len(history) < keeper.policy.window_messages:
+        return None
+    try:
+        return manager.get_conversation(text.number, message.conversation_id)
+    except ConversationError as exc:
+        log.warning("sms sid=%s: no summary this turn: %s", text.sid, exc)
+        return None
+
+
+def keep_memory(header: Any, text: InboundText, turn: Turn) -> None:
+    """Queue a summary update after the reply when one is due (never waits for it)."""
+    keeper = _ext("memory")
+    # The header was read before the reply was stored: one message more since.
+    if header is not None and keeper.policy.due(header, added=1):
+        queued = keeper.schedule(text.number, header.conversation_id)
+        turn.details["memory"] = "queued" if queued else "pending"
+
+
+def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn,
+        summary: str | None = None) -> Any:
     """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
-    kwargs = {"deadline": turn.deadline, "media_urls": text.media_urls, "message_id": message.message_id}
+    kwargs: dict[str, Any] = {"deadline": turn.deadline, "media_urls": text.media_urls,
+                              "message_id": message.message_id}
+    if summary:  # only then, so responders written before summaries keep working
+        kwargs["summary"] = summary
     try:
         return responder.reply(context, text.body, **kwargs)
     except Exception:  # the interface promises no exceptions; log loudly and answer anyway

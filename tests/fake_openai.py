@@ -3,6 +3,7 @@
 Usage::
 
     from tests.fake_openai import FakeOpenAI, reply, status, hang, malformed, empty, refusal
+    from tests.fake_openai import keep_lines_summary   # a deterministic summary writer
 
     with FakeOpenAI() as fake:                       # random port, server thread
         client = openai.OpenAI(api_key="test", base_url=fake.base_url, max_retries=0)
@@ -244,6 +245,27 @@ class FakeOpenAI:
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}-fake{next(self._ids)}"
+
+
+def is_summary_request(body: Any) -> bool:
+    """Return True for a request asking for a conversation summary (``conversation.memory``)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return bool(messages) and "Memory so far:" in str(messages[-1].get("content", ""))
+
+
+def keep_lines_summary(body: Any) -> Behaviour | None:
+    """A deterministic summariser: the previous memory, then every line the person wrote.
+
+    Use as ``fake.handler``; other requests fall through to the usual answers.
+    """
+    if not is_summary_request(body):
+        return None
+    text = body["messages"][-1]["content"]
+    head, _, new = text.partition("New messages:")
+    previous = head.replace("Memory so far:", "").strip()
+    kept = [] if previous in ("", "(nothing yet)") else [previous]
+    kept += [line[len("Person: "):] for line in new.splitlines() if line.startswith("Person: ")]
+    return reply(" ".join(kept) or "nothing to remember.")
 
 
 def _as_behaviour(value: Behaviour | str) -> Behaviour:
