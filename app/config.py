@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_MAX_TOKENS", 200, _int, "Most tokens in one reply."),
     Setting("REPLY_DEADLINE_SECONDS", 10.0, _float, "Total time allowed for getting a model reply, retries included (Twilio waits 15 s)."),
     Setting("PERSONA_FILE", None, _str, "Text file with the system prompt; the built-in DadaCat persona when empty."),
-    Setting("REPLY_MAX_CHARS", 320, _int, "Replies are cut to this many characters on a word boundary (at most 1600)."),
+    Setting("REPLY_MAX_CHARS", 306, _int, "Replies are cut to this many characters on a word boundary (at most 1600; 306 is two GSM-7 segments)."),
     Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),
     # Operators
     Setting("ADMIN_API_TOKEN", None, _str, "Operator token: bearer token of the API under /api/v1 and sign-in of the console at /console. Empty: both answer 404.", True),

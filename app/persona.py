@@ -87,7 +87,7 @@ class Responder(Protocol):
 # --- the persona prompt ------------------------------------------------------------------
 
 
-def load_system_prompt(path: str | Path | None = None, *, max_chars: int = 320) -> str:
+def load_system_prompt(path: str | Path | None = None, *, max_chars: int = 306) -> str:
     """Read the system prompt (the built-in DadaCat one unless ``path``), filling ``{max_chars}``.
 
     :raises ConfigError: when the file is empty.
@@ -191,7 +191,7 @@ class OfflineResponder:
     """
 
     seed: int | None = None
-    max_chars: int = 320
+    max_chars: int = 306
 
     def __post_init__(self) -> None:
         self._rng = random.Random()
@@ -293,7 +293,7 @@ class OpenAIResponder:
         system_prompt: str | None = None,
         history_max_messages: int = 20,
         history_max_chars: int = 6000,
-        max_chars: int = 320,
+        max_chars: int = 306,
         attempts_per_model: int = 2,
         backoff_seconds: float = 0.25,
         offline: OfflineResponder | None = None,
@@ -571,7 +571,7 @@ def _retry_after(response: Any) -> float | None:
 def init_app(app) -> None:
     """Put the configured responder and an offline one in ``app.extensions``."""
     config = app.config
-    max_chars = int(config.get("REPLY_MAX_CHARS") or 320)
+    max_chars = int(config.get("REPLY_MAX_CHARS") or 306)
     offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
         seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
     )

@@ -75,6 +75,43 @@ def count_segments(text: str) -> Segments:
     return Segments(encoding, units, count)
 
 
+# Look-alikes a model writes that cost a whole UCS-2 message, and the GSM-7
+# characters that say the same (the kind of mapping Twilio's Smart Encoding does).
+_GSM7_LOOKALIKES = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2035\u00b4\u02bc\u02b9\u2039\u203a", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb\u02ba", '"'),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d", "-"),
+    "\u2026": "...",
+    "\u2022": "-",
+    "\u02c6": "^",
+    "\u02dc": "~",
+    "\u2044": "/",
+    "\u2215": "/",
+    "\u00a0": " ", "\u1680": " ", "\u180e": " ", "\u202f": " ", "\u205f": " ", "\u3000": " ",
+    **dict.fromkeys("\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a", " "),
+    # Invisible: zero-width spaces and joiners, word joiner, soft hyphen, byte-order mark.
+    **dict.fromkeys("\u200b\u200c\u200d\u2060\u00ad\ufeff", ""),
+}
+_LOOKALIKE_TABLE = str.maketrans(_GSM7_LOOKALIKES)
+
+
+def to_gsm7(text: str) -> tuple[str, int]:
+    """Replace typographic look-alikes with GSM-7 characters when that makes the text GSM-7.
+
+    Curly quotes, dashes, the ellipsis character, odd spaces and invisible
+    characters become their plain equivalents, so one of them no longer turns a
+    two-segment reply into a five-segment one. A text that would stay UCS-2
+    anyway (emoji, non-Latin scripts) is returned unchanged. Returns the text
+    and how many characters were replaced.
+    """
+    if is_gsm7(text):
+        return text, 0
+    plain = text.translate(_LOOKALIKE_TABLE)
+    if not is_gsm7(plain):
+        return text, 0
+    return plain, sum(1 for char in text if char in _GSM7_LOOKALIKES)
+
+
 def truncate(text: str, max_chars: int) -> str:
     """Cut a text to at most ``max_chars`` characters, on a word boundary, marking the cut.
 
@@ -99,6 +136,20 @@ def truncate(text: str, max_chars: int) -> str:
             cut -= 1
     result = text[:cut].rstrip(" \n\t,;:-")
     return (result + marker) if result else text[:room] + marker
+
+
+def fit_reply(reply: str, max_chars: int) -> tuple[str, dict[str, int]]:
+    """Make a reply GSM-7 where look-alikes were all that kept it UCS-2, then cut it to size.
+
+    Returns the text and, when characters were replaced, metadata saying how many
+    and how many segments the reply would have taken without the replacement.
+    """
+    plain, replaced = to_gsm7(reply)
+    answer = truncate(plain, max_chars)
+    if not replaced:
+        return answer, {}
+    before = count_segments(truncate(reply, max_chars)).count
+    return answer, {"gsm7_replaced": replaced, "segments_before_gsm7": before}
 
 
 def parse_command(body: str | None) -> str | None:

@@ -22,7 +22,7 @@ from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
 from app.signed_form import InvalidText, text_sid
-from app.sms import MAX_BODY_CHARS, count_segments, parse_command, truncate
+from app.sms import MAX_BODY_CHARS, count_segments, fit_reply, parse_command, truncate
 from app.xmltext import xml_safe
 from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id, window
 from conversation.daily_stats import DailyStats
@@ -274,11 +274,12 @@ def inbound_sms() -> Response:
         if getattr(reply_obj, "error", None):
             turn.details["model_error"] = reply_obj.error
         # Stored as sent: what XML cannot carry never reaches the texter, so it is not kept either.
-        answer = truncate(xml_safe(reply_obj.text), current_app.config["REPLY_MAX_CHARS"])
+        answer, encoding = fit_reply(xml_safe(reply_obj.text), current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
         stored = record_reply(
             manager, text, message, answer,
-            {**reply_obj.metadata(), **segments.metadata(), **({"fallback": fallback} if fallback else {})},
+            {**reply_obj.metadata(), **segments.metadata(), **encoding,
+             **({"fallback": fallback} if fallback else {})},
             counters={
                 "tokens": _tokens(reply_obj),
                 "segments": segments.count,

@@ -376,7 +376,7 @@ def test_the_webhook_sends_the_remembered_conversation_to_the_model(fake, moto_s
     finally:
         app.extensions["dadacat.responder"].close()
 
-    prompt = load_system_prompt(max_chars=320)
+    prompt = load_system_prompt(max_chars=306)  # the REPLY_MAX_CHARS default
     assert fake.requests[1]["messages"] == [
         {"role": "system", "content": prompt},
         {"role": "user", "content": "my name is Ada"},

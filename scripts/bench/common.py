@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 # Realistic SMS sizes: a texter writes about one short sentence, DadaCat
-# answers within Twilio's recommended two segments (REPLY_MAX_CHARS is 320).
+# answers within two segments (REPLY_MAX_CHARS is 306, two GSM-7 segments).
 USER_CHARS = 80
 REPLY_CHARS = 250
 
