@@ -58,7 +58,8 @@ def test_the_default_reply_size_is_two_gsm7_segments():
 
 
 def test_the_webhook_stores_the_normalised_reply_with_its_encoding_and_segments(moto_storage):
-    curly = "\u201cprrt\u201d \u2014 the box is a server\u2026 it\u2019s warm in here, human. purr, the fan hums."
+    curly = ("\u201cprrt\u201d \u2014 the box is a server\u2026 it\u2019s warm in here, human. "
+             "purr, the fan hums.")
     with FakeOpenAI() as fake:
         fake.push(reply(curly), reply("warm \U0001F63A it\u2019s"))
         app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
