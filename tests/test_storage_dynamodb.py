@@ -172,3 +172,24 @@ def test_seed_example_runs_verbatim_in_a_fresh_process(ddb_local, tmp_path):
     assert lines[-2] == ("[{'role': 'user', 'content': 'Hello DadaCat!'}, "
                          "{'role': 'assistant', 'content': 'meow, human!'}]")
     assert lines[-1] == "0"
+
+
+def test_a_cancelled_transaction_names_the_action_that_failed(storage):
+    from conversation.dynamodb import keys
+    from conversation.dynamodb.table import ConditionFailed, TransactionCancelled
+
+    table = storage.table
+
+    def put(name):
+        item = {**keys.key(USER, keys.counter_sk(name)), "value": {"N": "1"}}
+        condition = "attribute_not_exists(sk)"
+        return {"Put": {"TableName": table.name, "Item": item, "ConditionExpression": condition}}
+
+    table.transact([("first", put("a"))])
+    with pytest.raises(TransactionCancelled) as cancelled:
+        table.transact([("fresh", put("b")), ("taken", put("a"))])
+    assert cancelled.value.failed("taken") and not cancelled.value.failed("fresh")
+    assert not cancelled.value.conflict
+    assert storage.get_counter(USER, "b") == 0  # all or nothing
+    with pytest.raises(ConditionFailed):
+        table.call("put_item", **put("a")["Put"])

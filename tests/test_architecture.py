@@ -1,0 +1,75 @@
+"""The package boundaries issue 13 asks for, checked on the source itself."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ROOT / "conversation" / "dynamodb" / "keys.py"
+# A sort key or partition key of the table's layout, as a literal.
+KEY_LITERAL = re.compile(r"^(?:[UCMIN]#|A#|STATS#|CONSOLE#|USER$|LEASE$|GLOBAL$|DAY$|SESSION$)")
+
+
+def _sources(*packages: str) -> list[Path]:
+    return sorted(path for package in packages for path in (ROOT / package).rglob("*.py"))
+
+
+def _strings(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_keys_module_spells_the_key_layout():
+    offenders = {
+        f"{path.relative_to(ROOT)}: {text!r}"
+        for path in _sources("app", "conversation", "scripts")
+        if path != KEYS
+        for text in _strings(path)
+        if KEY_LITERAL.match(text)
+    }
+    assert not offenders
+
+
+def test_the_active_pointer_attribute_stays_inside_the_dynamodb_package():
+    outside = [
+        path.relative_to(ROOT)
+        for path in _sources("app", "conversation", "scripts")
+        if "dynamodb" not in path.parts and "active_cid" in path.read_text()
+    ]
+    assert not outside
+
+
+def test_conversation_knows_nothing_of_the_web_and_app_nothing_of_boto():
+    for path in _sources("conversation"):
+        assert not _imports(path) & {"flask", "twilio", "app"}, path
+    for path in _sources("app"):
+        assert not _imports(path) & {"boto3", "botocore"}, path
+
+
+def test_no_conversation_module_is_over_500_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _sources("conversation")}
+    assert not {name: lines for name, lines in sizes.items() if lines > 500}
