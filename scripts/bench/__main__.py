@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alt", type=_env, action="append", default=None, metavar="NAME=VALUE[,...]",
                         help="extra environment for a run at the largest N (repeatable); "
                              "default: GUNICORN_THREADS doubled, then WEB_CONCURRENCY doubled")
-    parser.add_argument("--parts", default="storage,webhook,concurrency", help="which parts to run")
+    parser.add_argument("--parts", default="storage,webhook,concurrency,cost",
+                        help="which parts to run (cost alone refreshes only its section and the README's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=Path("/tmp/dadacat-bench-results.json"),
                         help="also save the raw results here (default /tmp/dadacat-bench-results.json)")
@@ -147,14 +148,25 @@ def main(argv: list[str] | None = None) -> int:
                 conc["crossing"] = bench_concurrency.crossing(conc["runs"], capacity, args.latency)
                 conc["notes"] = concurrency_notes(conc)
             results["concurrency"] = conc
+        if "cost" in parts:
+            from scripts.bench import bench_cost
+
+            log("part 4: memory and cost per 1,000 texts")
+            results["cost"] = bench_cost.run(ddb.endpoint_url, log=log)
     results["elapsed_s"] = time.monotonic() - started
 
     from scripts.bench import report
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report.write(results, args.out, args.out.with_suffix(".png"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
+    if "cost" in results:
+        report.write_cost_sections(results["cost"], [ROOT / "README.md"], level="###")
+    if parts == {"cost"} and args.out.exists():
+        report.write_cost_sections(results["cost"], [args.out])
+        log(f"updated the cost sections of {args.out} and README.md")
+        return 0
+    report.write(results, args.out, args.out.with_suffix(".png"))
     log(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     for target, goal, measured, met, _ in report.targets(results):
         log(f"  {target}: {measured} (goal {goal}) {'MET' if met else ('MISSED' if met is False else '')}")

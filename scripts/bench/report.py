@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scripts.bench.bench_cost import cost_section
+
 NAMES = {"ours": "DadaCat SMS (ours)", "seed": "seed layout (original DadaCat)", "langchain": "LangChain-style"}
 
 
@@ -194,7 +196,28 @@ def markdown(results: dict[str, Any], image_name: str) -> str:
     conc = results.get("concurrency")
     if conc:
         out.extend(_concurrency_section(conc))
+    cost = results.get("cost")
+    if cost:
+        out += [COST_START, *cost_section(cost), COST_END, ""]
     return "\n".join(out) + "\n"
+
+
+COST_START = "<!-- bench:cost:start (make bench writes this section) -->"
+COST_END = "<!-- bench:cost:end -->"
+
+
+def write_cost_sections(cost: dict[str, Any], paths: list[Path], *, level: str = "##") -> None:
+    """Replace the text between the cost markers in each file (appended when missing)."""
+    block = "\n".join([COST_START, *cost_section(cost, level=level), COST_END])
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if COST_START in text and COST_END in text:
+            head, _, rest = text.partition(COST_START)
+            _, _, tail = rest.partition(COST_END)
+            text = head + block + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        path.write_text(text, encoding="utf-8")
 
 
 def _storage_section(storage: dict[str, Any]) -> list[str]:
