@@ -443,3 +443,21 @@ def test_references_die_with_the_operator_token(moto_storage):
     assert new.client.get("/console/").status_code == 303
     assert new.client.post(ref + "/erase", data={"csrf": hidden(old.last_html, "csrf")}).status_code == 403
     assert old.get("/console/").status_code == 200  # the old token's console still knows it
+
+
+def test_the_conversation_shows_its_running_summary_and_can_forget_it(app, console):
+    text(app, ALICE, "my name is Zed")
+    manager = app.extensions["dadacat.manager"]
+    storage = app.extensions["dadacat.storage"]
+    cid = manager.list_conversations(ALICE).items[0].conversation_id
+    first = storage.messages_after(ALICE, cid, None, 1)[0]
+    assert storage.claim_summary(ALICE, cid, "t", 30, upto=None)
+    assert storage.save_summary(ALICE, cid, "t", "Zed <likes> kites.", upto=first.position, count=1)
+    page, ref = open_conversation(console, ALICE)
+    body = page.get_data(as_text=True)
+    assert "<h2>Memory</h2>" in body and "Zed &lt;likes&gt; kites." in body
+    confirm = console.get(ref + "/forget-summary").get_data(as_text=True)
+    assert '<form method="post">' in confirm and "running summary" in confirm
+    page = console.follow(console.post(ref + "/forget-summary")).get_data(as_text=True)
+    assert "The running summary was forgotten." in page and "<h2>Memory</h2>" not in page
+    assert manager.get_summary(ALICE, cid).text is None

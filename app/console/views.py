@@ -43,6 +43,8 @@ ACTIONS = {action.name: action for action in (
     Action("reset", "Reset number", "Reset this number? Its active conversation is archived, exactly as if "
            "the texter had sent \u201creset\u201d.", "number"),
     Action("export", "Export", "Download everything stored for this number as one JSON file?", "number"),
+    Action("forget-summary", "Forget memory", "Forget this conversation's running summary? The bot keeps "
+           "seeing its newest messages but loses what it remembered of older ones.", "conversation", True),
     Action("delete", "Delete", "Delete this conversation? It disappears from the listings and is archived; "
            "its messages are kept.", "conversation", True),
     Action("hard-delete", "Delete for good", "Delete this conversation and all its messages for good? "
@@ -54,6 +56,7 @@ DONE = {
     "renamed": "Renamed.", "archived": "Archived.", "reset": "The number was reset.",
     "deleted": "The conversation was deleted.", "hard-deleted": "The conversation was deleted for good.",
     "erased": "Everything stored for the number was erased.",
+    "summary-forgotten": "The running summary was forgotten.",
 }
 
 
@@ -237,6 +240,8 @@ def conversation(ref: str) -> str:
         created=when(header.created_at),
         last_activity=when(header.last_message_at or header.updated_at),
         counters=dict(header.counters),
+        summary=header.summary if header.summary and header.summary.text else None,
+        summary_updated=when(header.summary.updated_at) if header.summary else None,
         messages=[message_row(m) for m in page.items],
         next_page=_next_page(scope, page.cursor),
         actions=list(ACTIONS.values()),
@@ -297,6 +302,9 @@ def _perform(
     if action.name == "archive":
         ops.update_conversation(m, phone, conversation_id, archive=True, via=VIA)
         return redirect(f"{here}?done=archived", 303)
+    if action.name == "forget-summary":
+        ops.clear_summary(m, phone, conversation_id, via=VIA)
+        return redirect(f"{here}?done=summary-forgotten", 303)
     if action.name == "reset":
         ops.reset_number(m, phone, via=VIA)
         return redirect(f"{here}?done=reset", 303)
