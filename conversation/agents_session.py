@@ -1,8 +1,9 @@
 """An OpenAI Agents SDK session kept in the DadaCat conversation table.
 
 ``DynamoDBSession`` implements the SDK's ``Session`` protocol (``get_items``,
-``add_items``, ``pop_item``, ``clear_session``) over :class:`DynamoDBStorage`,
-so ``Runner.run(agent, text, session=session)`` remembers earlier turns.
+``add_items``, ``pop_item``, ``clear_session``) over a ConversationStore
+(:class:`DynamoDBStorage` in production), so ``Runner.run(agent, text,
+session=session)`` remembers earlier turns.
 
 Layout: a session is one conversation, id ``session``, of the user
 ``agent:<session_id>`` (same partition scheme, header and TTL as an SMS
@@ -32,8 +33,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "conversation.agents_session needs the OpenAI Agents SDK: pip install openai-agents==0.24.0"
     ) from exc
 
-from conversation.models import Message, isoformat, utc_now
-from conversation.storage import MAX_PAGE_SIZE, DynamoDBStorage
+from conversation.models import MAX_PAGE_SIZE, Message, isoformat, utc_now
+from conversation.store import ConversationStore
 
 SESSION_CONVERSATION_ID = "session"
 DEFAULT_USER_PREFIX = "agent:"
@@ -90,7 +91,7 @@ class DynamoDBSession:
     def __init__(
         self,
         session_id: str,
-        storage: DynamoDBStorage,
+        storage: ConversationStore,
         *,
         session_settings: SessionSettings | dict[str, Any] | None = None,
         user_prefix: str = DEFAULT_USER_PREFIX,
@@ -109,7 +110,7 @@ class DynamoDBSession:
         self.conversation_id = SESSION_CONVERSATION_ID
 
     def __repr__(self) -> str:
-        return f"DynamoDBSession({self.session_id!r}, table={self.storage.table_name!r})"
+        return f"DynamoDBSession({self.session_id!r}, store={self.storage!r})"
 
     # ----------------------------------------------------------- the protocol
 

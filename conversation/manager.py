@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conversation.errors import ConversationNotFound, InvalidUserId, MessageTooLarge
-from conversation.models import Conversation, Message, Page, Recorded, Summary
+from conversation.models import Conversation, Message, Page, Recorded, Summary, parse_iso
 from conversation.storage import DynamoDBStorage
 from conversation.store import ConversationStore
 
@@ -217,8 +217,6 @@ class ConversationManager:
         first, last = self.storage.first_and_last(_uid(user_id), conversation_id)
         duration = None
         if first and last:
-            from conversation.models import parse_iso
-
             duration = (parse_iso(last.timestamp) - parse_iso(first.timestamp)).total_seconds()
         return {
             "conversation_id": conversation_id,

@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 ROLES = ("user", "assistant", "system")
+# A conversation's preview is the start of its last message.
+PREVIEW_CHARS = 120
+# The largest page a listing returns, whatever the caller asks for.
+MAX_PAGE_SIZE = 1000
 
 
 def utc_now() -> datetime:
@@ -23,6 +27,11 @@ def isoformat(moment: datetime) -> str:
 def parse_iso(text: str) -> datetime:
     """Parse a timestamp written by :func:`isoformat` (or any ISO 8601 form)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def preview_of(message: Message) -> str:
+    """Return the preview a conversation shows when ``message`` is its last one."""
+    return message.content[:PREVIEW_CHARS] or ("[media]" if message.media_urls else "")
 
 
 def new_message_id() -> str:

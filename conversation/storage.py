@@ -16,12 +16,12 @@ from conversation.dynamodb.batches import Batches
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
 from conversation.dynamodb.deletion import Deletion
-from conversation.dynamodb.listings import DEFAULT_ACTIVITY_LOOKBACK_DAYS, MAX_PAGE_SIZE, Listings
+from conversation.dynamodb.listings import DEFAULT_ACTIVITY_LOOKBACK_DAYS, Listings
 from conversation.dynamodb.messages import Messages
 from conversation.dynamodb.summaries import Summaries
 from conversation.dynamodb.table import DEFAULT_MAX_ITEM_BYTES, DEFAULT_TABLE_NAME, Table
 from conversation.dynamodb.users import Users
-from conversation.models import Conversation, Message, Page, Recorded, User
+from conversation.models import MAX_PAGE_SIZE, Conversation, Message, Page, Recorded, User
 
 __all__ = ["DEFAULT_TABLE_NAME", "MAX_PAGE_SIZE", "DynamoDBStorage"]
 
@@ -74,6 +74,9 @@ class DynamoDBStorage:
         self.deletion = Deletion(self.table, self.conversations, self.listings)
         self.coordination = Coordination(self.table)
         self.summaries = Summaries(self.table)
+
+    def __repr__(self) -> str:
+        return f"DynamoDBStorage(table={self.table.name!r})"
 
     # ------------------------------------------------------------------ the table
 

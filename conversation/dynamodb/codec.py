@@ -15,8 +15,6 @@ from boto3.dynamodb.types import TypeDeserializer
 from conversation.dynamodb import keys
 from conversation.models import ROLES, Conversation, Message, Summary, User
 
-PREVIEW_CHARS = 120
-
 _deserializer = TypeDeserializer()
 
 
@@ -52,11 +50,6 @@ def alive_filter() -> tuple[str, dict[str, Any]]:
         "attribute_not_exists(expires_at) OR expires_at > :now",
         {":now": n(int(time.time()))},
     )
-
-
-def preview_of(message: Message) -> str:
-    """Return the header preview for a conversation whose last message is ``message``."""
-    return message.content[:PREVIEW_CHARS] or ("[media]" if message.media_urls else "")
 
 
 # ------------------------------------------------------------------ messages

@@ -9,7 +9,7 @@ from conversation.dynamodb.codec import n, s
 from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled
 from conversation.dynamodb.users import Users
 from conversation.errors import ConversationNotFound, StorageError
-from conversation.models import Conversation, Message, isoformat, utc_now
+from conversation.models import Conversation, Message, isoformat, preview_of, utc_now
 
 
 class Conversations:
@@ -238,7 +238,7 @@ class Conversations:
             ":n": n(len(batch)),
             ":now": s(now),
             ":ts": s(last.timestamp),
-            ":preview": s(codec.preview_of(last)),
+            ":preview": s(preview_of(last)),
             ":role": s(last.role),
             ":gpk": index_keys["gsi1pk"],
             ":gsk": index_keys["gsi1sk"],

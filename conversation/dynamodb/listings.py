@@ -17,9 +17,8 @@ from conversation.dynamodb.codec import s
 from conversation.dynamodb.messages import Messages
 from conversation.dynamodb.table import Table
 from conversation.errors import InvalidCursor
-from conversation.models import Conversation, Message, Page, utc_now
+from conversation.models import MAX_PAGE_SIZE, Conversation, Message, Page, utc_now
 
-MAX_PAGE_SIZE = 1000
 # How far back the cross-user activity listing looks for day buckets.
 DEFAULT_ACTIVITY_LOOKBACK_DAYS = 90
 

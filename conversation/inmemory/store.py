@@ -22,6 +22,7 @@ from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooL
 from conversation.inmemory.coordination import MemoryCoordination
 from conversation.inmemory.summaries import MemorySummaries
 from conversation.models import (
+    MAX_PAGE_SIZE,
     ROLES,
     Conversation,
     Message,
@@ -30,12 +31,11 @@ from conversation.models import (
     User,
     isoformat,
     parse_iso,
+    preview_of,
     utc_now,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 350_000
-MAX_PAGE_SIZE = 1000
-PREVIEW_CHARS = 120
 
 
 @dataclass
@@ -66,6 +66,9 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
         self._users: dict[str, User] = {}
         self._threads: dict[tuple[str, str], _Thread] = {}
         self._markers: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._threads)} conversations)"
 
     def ping(self) -> None:
         """Always reachable."""
@@ -250,7 +253,7 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
         last = batch[-1][1]
         header.updated_at = now
         header.last_message_at = last.timestamp
-        header.preview = last.content[:PREVIEW_CHARS] or ("[media]" if last.media_urls else "")
+        header.preview = preview_of(last)
         thread.activity = f"{now[:16]}#{user_id}#{header.conversation_id}"
 
     def append(
