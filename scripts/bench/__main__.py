@@ -29,6 +29,20 @@ def _env(text: str) -> dict[str, str]:
     return pairs
 
 
+PARTS = ("storage", "webhook", "concurrency", "cost")
+
+
+def _parts(raw: str) -> list[str]:
+    """Read --parts; a name that is not a part is an error, not a run that measures nothing."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PARTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown part {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(PARTS)}"
+        )
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
@@ -43,8 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alt", type=_env, action="append", default=None, metavar="NAME=VALUE[,...]",
                         help="extra environment for a run at the largest N (repeatable); "
                              "default: GUNICORN_THREADS doubled, then WEB_CONCURRENCY doubled")
-    parser.add_argument("--parts", default="storage,webhook,concurrency,cost",
-                        help="which parts to run (cost alone refreshes only its section and the README's)")
+    parser.add_argument("--parts", type=_parts, default=list(PARTS),
+                        help=f"which parts to run, comma-separated (default {','.join(PARTS)}; "
+                             "cost alone refreshes only its section and the README's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=Path("/tmp/dadacat-bench-results.json"),
                         help="also save the raw results here (default /tmp/dadacat-bench-results.json)")
@@ -100,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     fake_aws_credentials()
     from scripts.dynamodb_local import DynamoDBLocal
 
-    parts = set(args.parts.split(","))
+    parts = set(args.parts)
     given = argv if argv is not None else sys.argv[1:]
     command = "make bench" if argv is None and not given \
         else "python -m scripts.bench " + " ".join(shlex.quote(a) for a in given)
