@@ -361,13 +361,14 @@ class OpenAIResponder:
                 *window, {"role": "user", "content": current}]
 
     def token_estimate(self, history: Sequence[Any], text: str, *, media_urls: Sequence[str] = (),
-                       message_id: str | None = None) -> int:
+                       message_id: str | None = None, summary: str | None = None) -> int:
         """Return a generous estimate of the tokens one call for this text uses: prompt plus reply.
 
         Reserved against the daily token budget before the call (no tokenizer here: a
         token is rarely shorter than two bytes of UTF-8, plus a few per message).
         """
-        messages = self.build_messages(history, text, media_urls=media_urls, message_id=message_id)
+        messages = self.build_messages(history, text, media_urls=media_urls, message_id=message_id,
+                                       summary=summary)
         prompt = sum(len(m["content"].encode("utf-8")) // 2 + 4 for m in messages)
         return prompt + self.max_tokens
 

@@ -263,9 +263,9 @@ def inbound_sms() -> Response:
             turn.count(active_numbers=int(first_text_today(limits, verdict, text.number, history, message)))
 
         context = context_window(history, message)
-        responder, fallback, reservation = choose_responder(limits, context, text, message, turn)
         header = memory_header(manager, text, message, history)
         summary = header.summary.text if header is not None and header.summary else None
+        responder, fallback, reservation = choose_responder(limits, context, text, message, turn, summary)
         started = time.monotonic()
         reply_obj = ask(responder, context, text, message, turn, summary)
         turn.mark("model", started)
@@ -450,14 +450,16 @@ def refuse(
 
 
 def choose_responder(
-    limits: Limits, context: list[Message], text: InboundText, message: Message, turn: Turn
+    limits: Limits, context: list[Message], text: InboundText, message: Message, turn: Turn,
+    summary: str | None = None,
 ) -> tuple[Any, str | None, Reservation | None]:
     """Return the model responder and its budget reservation, or the offline persona once
     today's budget is spent (or reserved by calls in flight)."""
     responder = _ext("responder")
     estimate = getattr(responder, "token_estimate", None)
+    extra = {"summary": summary} if summary else {}  # the running summary is sent too
     tokens = (
-        estimate(context, text.body, media_urls=text.media_urls, message_id=message.message_id)
+        estimate(context, text.body, media_urls=text.media_urls, message_id=message.message_id, **extra)
         if estimate is not None else current_app.config["OPENAI_MAX_TOKENS"]
     )
     reservation = limits.reserve_model_call(tokens)

@@ -239,3 +239,25 @@ def test_memory_settings_are_checked(name, value):
 
     with pytest.raises(ConfigError, match=name):
         load_config({"TWILIO_AUTH_TOKEN": "t", name: value}, environ={}, dotenv_path=None)
+
+
+def test_the_token_reservation_counts_the_summary(fake):
+    responder = OpenAIResponder("k", "cat-1", base_url=fake.base_url)
+    try:
+        plain = responder.token_estimate([], "hello")
+        with_memory = responder.token_estimate([], "hello", summary="Zed likes kites. " * 50)
+    finally:
+        responder.close()
+    assert with_memory >= plain + 850 // 2
+
+
+def test_summaries_respect_the_daily_model_budget(storage, fake):
+    app = build_app(storage, fake, DAILY_MODEL_CALL_BUDGET=1)
+    manager = app.extensions["dadacat.manager"]
+    for index in range(24):
+        manager.add_user_message(NUMBER, f"text {index}")
+    cid = manager.get_or_create_conversation(NUMBER).conversation_id
+    assert app.extensions["dadacat.limits"].reserve_model_call() is not None  # today's one call
+    keeper = app.extensions["dadacat.memory"]
+    assert keeper.update(NUMBER, cid) == "failed"
+    assert summary_requests(fake) == [] and manager.get_summary(NUMBER, cid) is None
