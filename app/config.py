@@ -92,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_BASE_URL", None, _str, "Base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)."),
     Setting("OPENAI_TEMPERATURE", 1.0, _float, "Sampling temperature."),
     Setting("OPENAI_MAX_TOKENS", 200, _int, "Most tokens in one reply."),
-    Setting("REPLY_DEADLINE_SECONDS", 10.0, _float, "Total time allowed for getting a model reply, retries included (Twilio waits 15 s)."),
+    Setting("REPLY_DEADLINE_SECONDS", 10.0, _float, "Every text is answered within this many seconds (Twilio waits 15 s); the model gets it minus up to 1.5 s kept for storing its reply."),
     Setting("PERSONA_FILE", None, _str, "Text file with the system prompt; the built-in DadaCat persona when empty."),
     Setting("REPLY_MAX_CHARS", 306, _int, "Replies are cut to this many characters on a word boundary (at most 1600; 306 is two GSM-7 segments)."),
     Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from app.bounded import Bounded, OutOfTime
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
@@ -45,6 +47,12 @@ LATE_ARRIVALS = 10
 # Share of the deadline a text may spend waiting for its number's turn; the
 # rest is left for the model.
 TURN_WAIT_SHARE = 0.5
+# Time kept back from the model for storing its reply before the deadline: this many
+# seconds, or this share of the deadline when that is less.
+REPLY_STORE_SECONDS = 1.5
+REPLY_STORE_SHARE = 0.15
+# Pauses between attempts to store a reply that missed the deadline (after the answer).
+LATE_STORE_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 # Short in-persona lines for the moments the model is not asked.
 RESET_CONFIRMATION = "*stretches* Poof. The yarn is rewound and I remember nothing. Who are you, stranger?"
@@ -151,6 +159,8 @@ class Turn:
     # Figures for the day's aggregates (conversation.daily_stats), written once at the end.
     figures: dict[str, int] = field(default_factory=dict)
     latency_ms: float | None = None
+    # Work the answer does not need, run in order after it (see app/bounded.py).
+    after: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
     def begin(cls) -> Turn:
@@ -158,6 +168,20 @@ class Turn:
         turn = cls()
         turn.deadline = turn.started + current_app.config["REPLY_DEADLINE_SECONDS"]
         return turn
+
+    @property
+    def model_deadline(self) -> float:
+        """Return the instant the model must answer by, leaving time to store its reply."""
+        total = self.deadline - self.started
+        return self.deadline - min(REPLY_STORE_SECONDS, REPLY_STORE_SHARE * total)
+
+    def run_after(self) -> None:
+        """Run the work queued for after the answer, in order; one failure does not stop the rest."""
+        for work in self.after:
+            try:
+                work()
+            except Exception:
+                log.exception("sms sid=%s: work after the answer failed", self.sid)
 
     def mark(self, name: str, since: float) -> None:
         """Record how long a step took, in milliseconds."""
@@ -175,7 +199,10 @@ class Turn:
     def finish(self, outcome: str, response: Response) -> Response:
         """Log the one INFO line for this request (never the body) and return the response."""
         if outcome not in ("store_failed", "error"):  # the store is in trouble: no extra write
-            save_figures(self)
+            if self.figures or self.latency_ms is not None:
+                stats, turn = _ext("daily_stats"), Turn(sid=self.sid, figures=dict(self.figures),
+                                                        latency_ms=self.latency_ms)
+                self.after.append(lambda: add_figures(stats, turn))
         total_ms = (time.monotonic() - self.started) * 1000
         parts = [f"{name}_ms={value:.0f}" for name, value in self.marks.items()]
         parts += [f"{name}={value}" for name, value in self.details.items()]
@@ -197,8 +224,21 @@ class Turn:
 
 @bp.post("/sms")
 def inbound_sms() -> Response:
-    """Answer one text from Twilio: exactly one reply per genuine MessageSid."""
+    """Answer one text from Twilio: exactly one reply per genuine MessageSid.
+
+    What the answer does not need (the lease, the budget, the day's figures, a reply
+    that missed the deadline) is done after it, off the response path.
+    """
     turn = Turn.begin()
+    try:
+        return answer_text(turn)
+    finally:
+        if turn.after:
+            _ext("bounded").later(f"sms sid={turn.sid}", turn.run_after)
+
+
+def answer_text(turn: Turn) -> Response:
+    """Validate, record and answer one text; the story of ``inbound_sms``."""
     if not signature_ok():
         return turn.finish("forbidden", plain(403, "invalid or missing X-Twilio-Signature"))
     try:
@@ -269,27 +309,28 @@ def inbound_sms() -> Response:
         started = time.monotonic()
         reply_obj = ask(responder, context, text, message, turn, summary)
         turn.mark("model", started)
+        # From here on only the time left before the deadline is spent before answering.
         if reservation is not None:
-            settle(limits, reservation, _tokens(reply_obj), text)
+            turn.after.append(partial(settle, limits, reservation, _tokens(reply_obj), text))
         if getattr(reply_obj, "error", None):
             turn.details["model_error"] = reply_obj.error
         # Stored as sent: what XML cannot carry never reaches the texter, so it is not kept either.
         answer, encoding = fit_reply(xml_safe(reply_obj.text), current_app.config["REPLY_MAX_CHARS"])
         segments = count_segments(answer)
-        stored = record_reply(
+        stored = store_reply_in_time(
             manager, text, message, answer,
             {**reply_obj.metadata(), **segments.metadata(), **encoding,
              **({"fallback": fallback} if fallback else {})},
-            counters={
+            {
                 "tokens": _tokens(reply_obj),
                 "segments": segments.count,
                 "model_calls": int(getattr(reply_obj, "attempts", 1)),
             },
-            turn=turn,
+            turn,
         )
         turn.latency_ms = float(getattr(reply_obj, "latency_ms", 0.0))
         keep_memory(header, text, turn)
-        answer = stored.content
+        answer = stored.content if stored is not None else answer
         turn.details.update(segments=segments.count, history=len(context))
         if fallback or reply_obj.fallback:
             turn.details["fallback"] = fallback or reply_obj.fallback
@@ -298,15 +339,15 @@ def inbound_sms() -> Response:
         # Never silent: the texter hears from the cat even when the store is down.
         log.error("sms sid=%s from=%s: store failed: %s", text.sid, mask_number(text.number), exc)
         record = message is not None and not isinstance(exc, StorageUnavailable)
-        answer = answer or rescue_reply(manager, text, message if record else None)
+        answer = answer or rescue_reply(manager, text, message if record else None, turn)
         return turn.finish("store_failed", twiml(answer, status_url(text) if message else None))
     except Exception:
         # A bug must not leave the texter in silence either; the traceback goes to the log.
         log.exception("sms sid=%s from=%s: unexpected failure", text.sid, mask_number(text.number))
-        return turn.finish("error", twiml(answer or rescue_reply(manager, text, None)))
+        return turn.finish("error", twiml(answer or rescue_reply(manager, text, None, turn)))
     finally:
         if lease is not None:
-            release(lease, text)
+            turn.after.append(partial(release, lease, text))
 
 
 # ------------------------------------------------------------- the steps
@@ -516,7 +557,7 @@ def keep_memory(header: Any, text: InboundText, turn: Turn) -> None:
 def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn,
         summary: str | None = None) -> Any:
     """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
-    kwargs: dict[str, Any] = {"deadline": turn.deadline, "media_urls": text.media_urls,
+    kwargs: dict[str, Any] = {"deadline": turn.model_deadline, "media_urls": text.media_urls,
                               "message_id": message.message_id}
     if summary:  # only then, so responders written before summaries keep working
         kwargs["summary"] = summary
@@ -553,8 +594,9 @@ def record_reply(
     return recorded.message
 
 
-def rescue_reply(manager: Any, text: InboundText, message: Message | None) -> str:
-    """Produce an offline reply after a failure; record it as the reply to ``message`` if given."""
+def rescue_reply(manager: Any, text: InboundText, message: Message | None, turn: Turn) -> str:
+    """Produce an offline reply after a failure; record it as the reply to ``message`` if given
+    and there is time left before the deadline."""
     try:
         reply = _ext("offline_responder").reply([], text.body, media_urls=text.media_urls)
         content = truncate(reply.text, current_app.config["REPLY_MAX_CHARS"]) or LAST_RESORT
@@ -563,8 +605,10 @@ def rescue_reply(manager: Any, text: InboundText, message: Message | None) -> st
         content = LAST_RESORT
     if message is not None:
         try:
-            content = record_reply(manager, text, message, content, {"fallback": "store_failed"}).content
-        except ConversationError as again:
+            content = _ext("bounded").run(
+                turn.deadline, record_reply, manager, text, message, content, {"fallback": "store_failed"}
+            ).content
+        except (ConversationError, OutOfTime) as again:
             log.error("sms sid=%s: could not record the rescue reply: %s", text.sid, again)
     return content
 
@@ -588,6 +632,59 @@ def first_text_today(
         ):
             return False
     return _ext("daily_stats").first_text_today(number)
+
+
+def store_reply_in_time(
+    manager: Any, text: InboundText, message: Message, content: str,
+    metadata: dict[str, Any], counters: dict[str, int], turn: Turn,
+) -> Message | None:
+    """Store the model's reply within the time left; None when it could not be.
+
+    A reply that misses the deadline is still sent, and stored after the answer.
+    """
+    try:
+        recorded = _ext("bounded").run(
+            turn.deadline, manager.record_assistant_message,
+            text.number, content, reply_to=message, metadata=metadata, counters=counters,
+        )
+    except (OutOfTime, StorageError) as exc:
+        log.error("sms sid=%s: the reply was not stored before the deadline (%s); it is sent now "
+                  "and stored after the answer", text.sid, exc)
+        turn.details["store"] = "late"
+        turn.after.insert(0, partial(store_late, _ext("bounded"), manager, text, message, content,
+                                     metadata, counters))
+        return None
+    if recorded.created:
+        turn.add_reply(recorded.message, counters)
+    return recorded.message
+
+
+def store_late(
+    bounded: Bounded, manager: Any, text: InboundText, message: Message, content: str,
+    metadata: dict[str, Any], counters: dict[str, int],
+) -> None:
+    """Store a reply the texter already has, retrying for about a minute (idempotent)."""
+    for pause in LATE_STORE_PAUSES:
+        if not bounded.pause(pause):
+            break
+        try:
+            manager.record_assistant_message(
+                text.number, content, reply_to=message, metadata=metadata, counters=counters
+            )
+        except StorageError as exc:
+            log.warning("sms sid=%s: storing the reply after the answer failed: %s", text.sid, exc)
+            continue
+        log.info("sms sid=%s: reply stored after the answer", text.sid)
+        return
+    log.error("sms sid=%s: gave up storing the reply; the texter has it, the history does not", text.sid)
+
+
+def add_figures(stats: Any, turn: Turn) -> None:
+    """Add a finished turn's figures to today's aggregates (after the answer); a failure is logged."""
+    try:
+        stats.add(turn.figures, latency_ms=turn.latency_ms)
+    except StorageError as exc:
+        log.warning("sms sid=%s: could not add to the daily figures: %s", turn.sid, exc)
 
 
 def save_figures(turn: Turn) -> None:
@@ -720,6 +817,7 @@ def init_app(app: Flask) -> None:
         app.extensions["dadacat.storage"], config
     )
     app.extensions["dadacat.daily_stats"] = DailyStats(app.extensions["dadacat.storage"])
+    app.extensions["dadacat.bounded"] = Bounded()
     app.extensions["dadacat.validator"] = (
         RequestValidator(config["TWILIO_AUTH_TOKEN"]) if config["TWILIO_VALIDATE_SIGNATURE"] else None
     )

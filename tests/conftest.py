@@ -41,7 +41,29 @@ for _setting in SETTINGS:
     os.environ.pop(_setting.name, None)
 os.environ["DOTENV_FILE"] = ""
 
+from app.bounded import Bounded  # noqa: E402
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
+
+# Every app runs work after its answers in background threads; a test's store must
+# outlive that work (after moto's mock ends, a late call would go to AWS itself).
+_BACKGROUND: list[Bounded] = []
+_bounded_init = Bounded.__init__
+
+
+def _recording_init(self, *args, **kwargs):
+    _bounded_init(self, *args, **kwargs)
+    _BACKGROUND.append(self)
+
+
+Bounded.__init__ = _recording_init
+
+
+def finish_background_work() -> None:
+    """Stop retries and wait for the background work of every app built so far."""
+    while _BACKGROUND:
+        bounded = _BACKGROUND.pop()
+        bounded.close()
+        bounded.drain(timeout=30)
 from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
 
 
@@ -88,6 +110,7 @@ def moto_storage():
         storage = DynamoDBStorage(f"t-{uuid.uuid4().hex[:8]}", client=client)
         storage.create_table()
         yield storage
+        finish_background_work()
 
 
 @pytest.fixture
@@ -98,6 +121,7 @@ def local_storage(ddb_local):
     )
     storage.create_table()
     yield storage
+    finish_background_work()
     storage.client.delete_table(TableName=storage.table_name)
     storage.close()
 
@@ -117,6 +141,7 @@ def unreachable_storage():
         read_timeout=0.5,
     )
     yield storage
+    finish_background_work()
     storage.close()
 
 

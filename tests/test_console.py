@@ -380,6 +380,7 @@ def test_the_dashboard_charts_the_stored_daily_figures(app, console):
     text(app, ALICE, "one")
     text(app, ALICE, "two")
     text(app, BOB, "three")
+    assert app.extensions["dadacat.bounded"].drain()  # figures are added after each answer
     page = console.get("/console/dashboard").get_data(as_text=True)
     totals = dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", page))
     assert totals["texts"] == "3" and totals["replies"] == "3"

@@ -102,6 +102,7 @@ def test_the_webhook_adds_each_turn_to_todays_figures(moto_storage, per_day):
     bob.text("reset")
     bob.status("SM" + "b" * 32, "undelivered", ErrorCode="30007")
     bob.status("SM" + "b" * 32, "failed")  # still one failure
+    assert app.extensions["dadacat.bounded"].drain()  # figures are added after each answer
     (today,) = app.extensions["dadacat.daily_stats"].read(1)
     assert today["texts"] == 4
     assert today["replies"] == 4  # three model replies and one reset confirmation

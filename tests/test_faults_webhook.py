@@ -6,6 +6,8 @@ Each scenario states what the texter must see and what must be stored.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -15,6 +17,7 @@ import pytest
 
 from app import create_app
 from conversation import DynamoDBStorage
+from scripts.dynamodb_local import DynamoDBLocal
 from tests.fake_openai import FakeOpenAI, hang, reply, status
 from tests.faults import INTERNAL, THROTTLED, CallRecorder, FaultInjector
 from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
@@ -222,8 +225,10 @@ def test_a_steady_turn_makes_seven_dynamodb_requests(local_storage, fake):
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(3):
         texter.text(f"warm up {index}")
+    assert app.extensions["dadacat.bounded"].drain()
     with CallRecorder(local_storage.client) as recorder:
         response = texter.text("count my requests")
+        assert app.extensions["dadacat.bounded"].drain()  # the last two come after the answer
     assert twiml_bodies(response.data) == [fake.default.text]
     assert recorder.operations == [
         "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "UpdateItem",
@@ -253,5 +258,66 @@ def test_token_budget_is_overshot_by_at_most_one_call_under_concurrency(local_st
         usages += [r.metadata["usage"]["total_tokens"] for r in replies if r.metadata.get("model") == "cat-1"]
     assert len(usages) == len(fake.requests) >= 1
     assert sum(usages) <= 30 + max(usages), f"{len(usages)} calls spent {sum(usages)} tokens"
-    # What was reserved was settled to what was used.
+    # What was reserved was settled to what was used (after the answers).
+    assert app.extensions["dadacat.bounded"].drain()
     assert app.extensions["dadacat.limits"].tokens_today() == sum(usages)
+
+
+def test_dynamodb_frozen_during_the_model_call_still_answers_in_time_and_loses_nothing(fake):
+    """A private DynamoDB Local is stopped (SIGSTOP) when an 8 s model call starts.
+
+    Everything after the model gets only the time left before the reply deadline, so the
+    texter has the model's reply within Twilio's 15 s; once DynamoDB runs again the reply
+    is stored, the token budget settled and the number's turn lease given back.
+    """
+    with DynamoDBLocal() as private:
+        table = f"t-{uuid.uuid4().hex[:8]}"
+        setup = DynamoDBStorage(table, endpoint_url=private.endpoint_url)
+        setup.create_table()
+        setup.close()
+        app = create_app({
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "AWS_ENDPOINT_URL": private.endpoint_url,  # the factory's own DynamoDB timeouts
+            "DYNAMODB_TABLE_NAME": table,
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_MODEL": "cat-1",
+            "REPLY_DEADLINE_SECONDS": 12.0,
+            "DAILY_TOKEN_BUDGET": 1_000_000,
+        })
+        storage, bounded = app.extensions["dadacat.storage"], app.extensions["dadacat.bounded"]
+        texter = Texter(app.test_client(), number=NUMBER)
+        try:
+            assert twiml_bodies(texter.text("warm up").data) == [fake.default.text]
+            assert bounded.drain()
+            frozen = threading.Event()
+
+            def freeze_then_answer(_body):
+                os.kill(private.process.pid, signal.SIGSTOP)
+                frozen.set()
+                return reply("a slow purr from a frozen world", delay=8)
+
+            fake.handler = freeze_then_answer
+            sid = new_sid()
+            started = time.monotonic()
+            try:
+                response = texter.text("are you there?", sid=sid)
+                elapsed = time.monotonic() - started
+            finally:
+                os.kill(private.process.pid, signal.SIGCONT)
+            assert frozen.is_set()
+            assert twiml_bodies(response.data) == ["a slow purr from a frozen world"]
+            assert elapsed < 15, f"Twilio gives up after 15 s; this took {elapsed:.1f} s"
+
+            assert bounded.drain(timeout=90)
+            manager = app.extensions["dadacat.manager"]
+            replies = [manager.get_reply(NUMBER, m) for m in manager.get_history(NUMBER) if m.role == "user"]
+            assert [r.content for r in replies] == [fake.default.text, "a slow purr from a frozen world"]
+            assert replies[1].reply_to == sid
+            used = sum(r.metadata["usage"]["total_tokens"] for r in replies)
+            assert app.extensions["dadacat.limits"].tokens_today() == used
+            assert storage.acquire_lease(NUMBER, "the-next-text", 5)  # the lease was given back
+        finally:
+            bounded.close()
+            bounded.drain(timeout=30)
+            storage.close()
