@@ -72,7 +72,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_REQUEST_BYTES", 65536, _int, "Largest request body accepted; bigger ones get 413 unread (Twilio posts a few KB)."),
     # Storage
     Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
-    Setting("AWS_REGION", "us-east-1", _str, "AWS region of the table."),
+    Setting("AWS_REGION", None, _str, "AWS region of the table. Empty means boto3's own chain (AWS_DEFAULT_REGION, the profile); us-east-1 only with AWS_ENDPOINT_URL."),
     Setting("AWS_ENDPOINT_URL", None, _str, "DynamoDB endpoint; set for DynamoDB Local (http://127.0.0.1:8000). Empty means AWS."),
     Setting("DYNAMODB_AUTO_CREATE", True, _bool, "Create the table on first use if missing (needs CreateTable; off is least privilege)."),
     Setting("DYNAMODB_CONNECT_TIMEOUT", 1.0, _float, "Seconds to wait for a connection to DynamoDB."),

@@ -15,8 +15,9 @@ from conversation.errors import (
     StorageError,
     StorageUnavailable,
 )
+from conversation.ids import check_user_id, is_valid_user_id
 from conversation.inmemory import MemoryStore
-from conversation.manager import ConversationManager, check_user_id
+from conversation.manager import ConversationManager
 from conversation.models import Conversation, Message, Page, User
 from conversation.storage import DynamoDBStorage
 from conversation.store import ConversationStore
@@ -38,4 +39,5 @@ __all__ = [
     "StorageUnavailable",
     "User",
     "check_user_id",
+    "is_valid_user_id",
 ]

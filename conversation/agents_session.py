@@ -8,10 +8,13 @@ session=session)`` remembers earlier turns.
 Layout: a session is one conversation, id ``session``, of the user
 ``agent:<session_id>`` (same partition scheme, header and TTL as an SMS
 conversation). Each SDK item is one message item whose ``content`` is the item
-as JSON text, so floats, nesting and key order come back exactly, with no
-Decimal. Roles: ``user`` messages are ``user``, ``system``/``developer``
-messages are ``system``, and everything else (assistant messages, tool calls,
-tool outputs, reasoning) is ``assistant``; the item's ``type`` is kept in the
+as JSON text, so floats, nesting, key order and lone surrogates come back
+exactly, with no Decimal. Items are keyed by a per-session sequence number
+kept in the header (an atomic ``ADD``), so they come back in the order they
+were added, whatever the clocks of the processes that added them. Roles:
+``user`` messages are ``user``, ``system``/``developer`` messages are
+``system``, and everything else (assistant messages, tool calls, tool outputs,
+reasoning) is ``assistant``; the item's ``type`` is kept in the
 message metadata as ``sdk_type``.
 
 This module needs ``openai-agents`` (the ``agents`` extra: ``pip install openai-agents==0.24.0``);
@@ -33,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "conversation.agents_session needs the OpenAI Agents SDK: pip install openai-agents==0.24.0"
     ) from exc
 
+from conversation.ids import check_user_id
 from conversation.models import MAX_PAGE_SIZE, Message, isoformat, utc_now
 from conversation.store import ConversationStore
 
@@ -58,6 +62,21 @@ def _type_of(item: Any) -> str:
     return "unknown"
 
 
+def _encode(item: Any) -> str:
+    """Encode an item as JSON text that DynamoDB (UTF-8) can store and give back exactly.
+
+    A lone surrogate (half of an emoji's UTF-16 pair) has no UTF-8 form; such
+    an item is written with ASCII escapes (``\\ud83d``), which ``json.loads``
+    turns back into the same string.
+    """
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(item, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
 async def _finish_even_if_cancelled(awaitable: Awaitable[_T]) -> _T:
     """Await a write to its end, then re-raise a cancellation that came meanwhile.
 
@@ -81,7 +100,8 @@ async def _finish_even_if_cancelled(awaitable: Awaitable[_T]) -> _T:
 class DynamoDBSession:
     """Keep an agent's conversation history in DynamoDB (OpenAI Agents SDK ``Session``).
 
-    :param session_id: the SDK session id (no ``#``; at most 250 characters).
+    :param session_id: the SDK session id; with its prefix it must be a valid user
+        id (``conversation.ids``: at most 256 characters, no whitespace or ``# / ? % \\``).
     :param storage: the conversation store; its ``ttl_days`` applies here too.
     :param session_settings: the SDK's settings; ``limit`` is the default for ``get_items``.
     :param user_prefix: prepended to ``session_id`` to form the store's user id,
@@ -98,9 +118,9 @@ class DynamoDBSession:
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
-        user_id = f"{user_prefix}{session_id}"
-        if "#" in user_id or len(user_id) > 256:
-            raise ValueError("session_id must contain no '#' and fit in 256 characters with its prefix")
+        # The same rule as every other user id, so the operator API and CLI
+        # can read, export and erase the session (InvalidUserId is a ValueError).
+        user_id = check_user_id(f"{user_prefix}{session_id}")
         self.session_id = session_id
         self.session_settings = (
             coerce_session_settings(session_settings) if session_settings is not None else SessionSettings()
@@ -130,13 +150,15 @@ class DynamoDBSession:
         # Encoding happens here, before any write: an unencodable item refuses the batch.
         messages = [
             Message(
-                content=json.dumps(item, ensure_ascii=False, separators=(",", ":")),
+                content=_encode(item),
                 role=_role_for(item),
                 timestamp=timestamp,
-                metadata={"sdk_type": _type_of(item)},
+                metadata={"sdk_type": _encode(_type_of(item))[1:-1]},
             )
             for item in items
         ]
+        # Sequenced: the order is the order of the calls, not of the clock
+        # (two calls in one microsecond, or a clock stepping back).
         await _finish_even_if_cancelled(
             asyncio.to_thread(
                 self.storage.append_many,
@@ -144,6 +166,7 @@ class DynamoDBSession:
                 messages,
                 conversation_id=self.conversation_id,
                 create=True,
+                sequenced=True,
             )
         )
 

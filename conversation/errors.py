@@ -29,5 +29,9 @@ class TableMissing(StorageError):
     """The table does not exist and creating it on first use is turned off."""
 
 
+class WrongTableLayout(StorageError):
+    """The table exists but is not in this store's layout (e.g. the original one-item-per-user layout)."""
+
+
 class InvalidUserId(ConversationError, ValueError):
     """A user id is empty, too long or has a character the store reserves."""

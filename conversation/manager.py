@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversation.errors import ConversationNotFound, InvalidUserId, MessageTooLarge
+from conversation.errors import ConversationNotFound, MessageTooLarge
+from conversation.ids import check_user_id
 from conversation.models import Conversation, Message, Page, Recorded, Summary, parse_iso
 from conversation.storage import DynamoDBStorage
 from conversation.store import ConversationStore
@@ -301,13 +302,6 @@ class ConversationManager:
         return self.get_user_state(user_id)["opted_out"]
 
 
-def check_user_id(user_id: str) -> str:
-    """Return the user id stripped, or raise InvalidUserId if the store cannot key it."""
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise InvalidUserId("user_id must be a non-empty string")
-    if len(user_id) > 256 or "#" in user_id:
-        raise InvalidUserId("user_id must be at most 256 characters and contain no '#'")
-    return user_id.strip()
-
-
-_uid = check_user_id
+def _uid(user_id: str) -> str:
+    """Return the user id without surrounding whitespace, or raise InvalidUserId."""
+    return check_user_id(user_id.strip() if isinstance(user_id, str) else user_id)

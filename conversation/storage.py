@@ -212,10 +212,12 @@ class DynamoDBStorage:
         conversation_id: str | None = None,
         create: bool = False,
         counters: dict[str, int] | None = None,
+        sequenced: bool = False,
     ) -> list[Message]:
         """Append messages in order with as few transactions as possible; see :meth:`Batches.append_many`."""
         return self.batches.append_many(
-            user_id, messages, conversation_id=conversation_id, create=create, counters=counters
+            user_id, messages, conversation_id=conversation_id, create=create, counters=counters,
+            sequenced=sequenced,
         )
 
     def pop_newest(self, user_id: str, conversation_id: str) -> Message | None:
@@ -313,13 +315,13 @@ class DynamoDBStorage:
         self.coordination.release_lease(user_id, owner)
 
     def increment_counter(
-        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float
     ) -> int:
         """Atomically add ``amount`` to a named counter (``scope`` ``"*"``: global); return it."""
         return self.coordination.increment_counter(scope, name, amount, expires_in=expires_in)
 
     def reserve_counter(
-        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float
     ) -> int | None:
         """Add ``amount`` to a counter only while it is below ``below``; the new value, or None."""
         return self.coordination.reserve_counter(scope, name, amount, below=below, expires_in=expires_in)

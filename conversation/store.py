@@ -42,13 +42,13 @@ class Coordination(Protocol):
         ...
 
     def increment_counter(
-        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float
     ) -> int:
         """Add ``amount`` to a counter of a number (``scope="*"``: global) and return its value."""
         ...
 
     def reserve_counter(
-        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float
     ) -> int | None:
         """Add ``amount`` only while the counter is below ``below`` (atomically); new value or None."""
         ...
@@ -159,8 +159,13 @@ class ConversationStore(Coordination, Protocol):
         conversation_id: str | None = None,
         create: bool = False,
         counters: dict[str, int] | None = None,
+        sequenced: bool = False,
     ) -> list[Message]:
-        """Append messages in order (a size problem refuses them all before any write)."""
+        """Append messages in order (a size problem refuses them all before any write).
+
+        With ``sequenced`` positions come from a per-conversation sequence, so
+        the order is the order of the calls whatever the clock says.
+        """
         ...
 
     def pop_newest(self, user_id: str, conversation_id: str) -> Message | None:

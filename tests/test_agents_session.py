@@ -459,3 +459,72 @@ def test_each_batch_is_sent_with_an_idempotency_token(session):
     assert [count for count, _ in sent] == [100, 22]
     tokens = [token for _, token in sent]
     assert all(tokens) and len(set(tokens)) == 2
+
+
+# ------------------------------------------- order is insertion order, not the clock
+
+
+def _clock(monkeypatch, *moments: str):
+    """Make the session see these timestamps, one per add_items call."""
+    import conversation.agents_session as module
+    from conversation.models import parse_iso
+
+    queue = [parse_iso(moment) for moment in moments]
+    monkeypatch.setattr(module, "utc_now", lambda: queue.pop(0) if len(queue) > 1 else queue[0])
+
+
+def test_adds_with_the_same_timestamp_keep_call_order(twins, monkeypatch):
+    _clock(monkeypatch, "2026-01-01T00:00:00.000000Z")
+
+    async def scenario():
+        for i in range(20):
+            await twins.call("add_items", [{"role": "user", "content": f"item {i}"}])
+        return await twins.call("get_items")
+
+    assert [item["content"] for item in asyncio.run(scenario())] == [f"item {i}" for i in range(20)]
+
+
+def test_a_clock_stepping_back_keeps_order_and_pop_takes_the_newest(twins, monkeypatch):
+    _clock(monkeypatch, "2026-01-01T00:00:00.005000Z", "2026-01-01T00:00:00.000000Z")
+
+    async def scenario():
+        await twins.call("add_items", [{"role": "user", "content": "first"}])
+        await twins.call("add_items", [{"role": "assistant", "content": "second"}])
+        in_order = await twins.call("get_items")
+        popped = await twins.call("pop_item")
+        return in_order, popped, await twins.call("get_items")
+
+    in_order, popped, left = asyncio.run(scenario())
+    assert [item["content"] for item in in_order] == ["first", "second"]
+    assert popped["content"] == "second"
+    assert [item["content"] for item in left] == ["first"]
+
+
+def test_order_holds_across_instances_whose_clocks_disagree(storage, monkeypatch):
+    # Two processes on one session: the second writer's clock is behind.
+    _clock(monkeypatch, "2026-01-01T00:00:01Z", "2026-01-01T00:00:00Z", "2026-01-01T00:00:02Z")
+    first, second = DynamoDBSession("shared", storage), DynamoDBSession("shared", storage)
+
+    async def scenario():
+        await first.add_items([{"role": "user", "content": "call"}])
+        await second.add_items([{"type": "function_call_output", "call_id": "c", "output": "4.2"}])
+        await first.add_items([{"role": "assistant", "content": "done"}])
+        return await second.get_items(), await second.get_items(limit=2)
+
+    everything, newest = asyncio.run(scenario())
+    assert [item.get("content", item.get("output")) for item in everything] == ["call", "4.2", "done"]
+    assert [item.get("content", item.get("output")) for item in newest] == ["4.2", "done"]
+
+
+def test_a_lone_surrogate_is_stored_and_returned_exactly(twins):
+    half = {"role": "user", "content": "half an emoji: \ud83d, a whole one: \U0001f408", "\udc00": ["\udfff"]}
+
+    async def scenario():
+        await twins.call("add_items", [half, {"type": "\ud800custom"}])
+        items = await twins.call("get_items")
+        popped = await twins.call("pop_item")
+        return items, popped
+
+    items, popped = asyncio.run(scenario())
+    assert items == [half, {"type": "\ud800custom"}]
+    assert popped == {"type": "\ud800custom"}

@@ -35,6 +35,7 @@ class Batches:
         conversation_id: str | None = None,
         create: bool = False,
         counters: dict[str, int] | None = None,
+        sequenced: bool = False,
     ) -> list[Message]:
         """Append messages in the given order with as few transactions as possible.
 
@@ -48,11 +49,15 @@ class Batches:
         With ``create`` the header of ``conversation_id`` is made if missing;
         without ``conversation_id`` the user's active conversation is used.
         ``counters`` are added to the header with the first transaction.
+        With ``sequenced`` (it needs ``conversation_id``) the messages are keyed
+        by numbers reserved from the header's ``seq`` counter instead of the
+        clock, so the order is the order of the calls, across processes, however
+        the clocks of the writers disagree.
         """
         if not messages:
             return []
-        if create and conversation_id is None:
-            raise ValueError("create needs a conversation_id")
+        if (create or sequenced) and conversation_id is None:
+            raise ValueError("create and sequenced need a conversation_id")
         probe_sk = keys.longest_position(conversation_id)
         sizes = [
             self.table.check_size(self.messages.item(user_id, message, probe_sk), "message")
@@ -66,7 +71,14 @@ class Batches:
                 budget = 0
             chunks[-1].append(index)
             budget += size
-        positions = keys.batch_positions(messages[0].timestamp, len(messages))
+        if sequenced:
+            assert conversation_id is not None
+            first = self.conversations.reserve_sequence(
+                user_id, conversation_id, len(messages), create=create
+            )
+            positions = keys.sequence_positions(first, len(messages))
+        else:
+            positions = keys.batch_positions(messages[0].timestamp, len(messages))
         cid = conversation_id
         for number, chunk in enumerate(chunks):
             first = counters if number == 0 else None
@@ -86,8 +98,9 @@ class Batches:
     ) -> None:
         pinned = cid is not None
         batch = [messages[i] for i in chunk]
+        target: str | None = None
         for attempt in range(TX_ATTEMPTS):
-            target = cid if cid is not None else self.conversations.active_id(user_id)
+            target = cid if cid is not None else self.conversations.active_id(user_id, stale=target)
             actions = [
                 (f"message {i}", self.messages.put(self.messages.item(user_id, messages[i], sk)))
                 for i in chunk

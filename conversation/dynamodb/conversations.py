@@ -6,10 +6,13 @@ from typing import Any
 
 from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import n, s
-from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled
+from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled, pause
 from conversation.dynamodb.users import Users
 from conversation.errors import ConversationNotFound, StorageError
 from conversation.models import Conversation, Message, isoformat, preview_of, utc_now
+
+# Starting a conversation retries while a racing erase or reset keeps cancelling it.
+_START_ATTEMPTS = 12
 
 
 class Conversations:
@@ -34,36 +37,53 @@ class Conversations:
             return None
         return conversation
 
-    def start(self, user_id: str) -> str:
+    def start(self, user_id: str, *, replacing: str | None = None) -> str:
         """Make a new active conversation unless another one became active first.
 
         Returns the id of the conversation that is active afterwards.
+        ``replacing`` is a pointer the caller found dangling; it is replaced.
         """
+        for attempt in range(_START_ATTEMPTS):
+            started = self._start_once(user_id, replacing)
+            if started is not None:
+                return started
+            # Cancelled with no usable pointer (a racing erase or reset): retry.
+            pause(attempt)
+        raise StorageError("could not start a conversation: the user record kept changing")
+
+    def _start_once(self, user_id: str, replacing: str | None) -> str | None:
         now = isoformat(utc_now())
         conversation_id = keys.new_conversation_id()
         header = codec.header_item(
             user_id, conversation_id, created_at=now, active=True, expires_at=self.table.expires_at()
         )
+        pointer = self.users.pointer_update(
+            user_id, conversation_id, now, refresh_ttl=True, replacing=replacing
+        )
         try:
-            self.table.transact(
-                [
-                    ("header", self._put_new(header)),
-                    ("user", self.users.pointer_update(user_id, conversation_id, now, refresh_ttl=True)),
-                ]
-            )
+            self.table.transact([("header", self._put_new(header)), ("user", pointer)])
         except TransactionCancelled:
             user = self.users.get(user_id)
-            if user is not None and user.active_conversation_id:
-                return user.active_conversation_id
-            raise StorageError("could not start a conversation: the user record kept changing") from None
+            active = user.active_conversation_id if user is not None else None
+            if active and active != replacing:
+                return active
+            return None
         return conversation_id
 
-    def active_id(self, user_id: str) -> str:
-        """Return the active conversation's id, starting a conversation when there is none."""
+    def active_id(self, user_id: str, *, stale: str | None = None) -> str:
+        """Return the active conversation's id, starting a conversation when there is none.
+
+        ``stale`` is an id an append just found archived or missing: if the user
+        item still names it and its header is gone (an erase or hard delete ran
+        midway), a new conversation replaces the dangling pointer.
+        """
         user = self.users.get(user_id)
-        if user is not None and user.active_conversation_id:
-            return user.active_conversation_id
-        return self.start(user_id)
+        active = user.active_conversation_id if user is not None else None
+        if not active:
+            return self.start(user_id)
+        if active == stale and self.get(user_id, active) is None:
+            return self.start(user_id, replacing=active)
+        return active
 
     def create(
         self,
@@ -212,6 +232,52 @@ class Conversations:
         return codec.conversation_from_item(response["Attributes"])
 
     # ------------------------------------------------------------------ counters
+
+    def reserve_sequence(self, user_id: str, conversation_id: str, count: int, *, create: bool) -> int:
+        """Reserve ``count`` consecutive sequence numbers in the header; return the first.
+
+        One atomic ``ADD seq`` with ``ReturnValues``: two writers never get the same
+        numbers, and numbers only grow. With ``create`` a missing header is made.
+        """
+        now = isoformat(utc_now())
+        sets = ["updated_at = if_not_exists(updated_at, :now)"]
+        values: dict[str, Any] = {":n": n(count), ":now": s(now)}
+        if create:
+            sets += [
+                "entity = :entity",
+                "user_id = :uid",
+                "conversation_id = :cid",
+                "created_at = if_not_exists(created_at, :now)",
+                "is_active = if_not_exists(is_active, :t)",
+            ]
+            values.update(
+                {
+                    ":entity": s("conversation"),
+                    ":uid": s(user_id),
+                    ":cid": s(conversation_id),
+                    ":t": codec.b(True),
+                }
+            )
+            condition = "attribute_not_exists(deleted_at)"
+        else:
+            condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+        expires = self.table.expires_at()
+        if expires is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = n(expires)
+        try:
+            response = self.table.call(
+                "update_item",
+                TableName=self.table.name,
+                Key=keys.key(user_id, keys.conversation_sk(conversation_id)),
+                UpdateExpression="SET " + ", ".join(sets) + " ADD seq :n",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ConditionFailed:
+            raise ConversationNotFound(f"{conversation_id} is missing or deleted") from None
+        return int(response["Attributes"]["seq"]["N"]) - count + 1
 
     def messages_added(
         self,

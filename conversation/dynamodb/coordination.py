@@ -53,18 +53,18 @@ class Coordination:
             pass  # someone else holds it now
 
     def increment_counter(
-        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float
     ) -> int:
         """Atomically add ``amount`` to a named counter and return the new value.
 
-        ``scope`` is a user id, or ``"*"`` for a global counter. Counters with
-        ``expires_in`` carry a TTL so old windows disappear by themselves.
+        ``scope`` is a user id, or ``"*"`` for a global counter. Every counter
+        carries a TTL ``expires_in`` seconds after its first write, so no window
+        (and nothing a racing text writes after an erase) stays forever.
+
+        :raises ValueError: ``expires_in`` is not a positive number of seconds.
         """
-        values: dict[str, Any] = {":a": n(int(amount))}
-        expression = "ADD #v :a"
-        if expires_in:
-            expression += " SET expires_at = if_not_exists(expires_at, :exp)"
-            values[":exp"] = n(int(time.time() + expires_in))
+        values: dict[str, Any] = {":a": n(int(amount)), ":exp": n(_expiry(expires_in))}
+        expression = "ADD #v :a SET expires_at = if_not_exists(expires_at, :exp)"
         response = self.table.call(
             "update_item",
             TableName=self.table.name,
@@ -77,7 +77,7 @@ class Coordination:
         return int(response["Attributes"]["value"]["N"])
 
     def reserve_counter(
-        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float
     ) -> int | None:
         """Add ``amount`` to a counter only while it is below ``below``; return the new value or None.
 
@@ -85,11 +85,12 @@ class Coordination:
         old value: once the counter reaches ``below``, every later reservation fails
         until amounts are given back with :meth:`increment_counter` (a negative amount).
         """
-        values: dict[str, Any] = {":a": n(int(amount)), ":below": n(int(below))}
-        expression = "ADD #v :a"
-        if expires_in:
-            expression += " SET expires_at = if_not_exists(expires_at, :exp)"
-            values[":exp"] = n(int(time.time() + expires_in))
+        values: dict[str, Any] = {
+            ":a": n(int(amount)),
+            ":below": n(int(below)),
+            ":exp": n(_expiry(expires_in)),
+        }
+        expression = "ADD #v :a SET expires_at = if_not_exists(expires_at, :exp)"
         try:
             response = self.table.call(
                 "update_item",
@@ -111,3 +112,8 @@ class Coordination:
         return 0 if item is None else int(item["value"]["N"])
 
 
+def _expiry(expires_in: float) -> int:
+    """Return a counter's TTL value; every counter must have one."""
+    if not expires_in or expires_in <= 0:
+        raise ValueError("a counter needs a positive expires_in (seconds)")
+    return int(time.time() + expires_in)

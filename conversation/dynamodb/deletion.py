@@ -17,6 +17,9 @@ from conversation.dynamodb.table import Table
 from conversation.errors import ConversationNotFound
 from conversation.models import Conversation, isoformat, utc_now
 
+# An erase reads and deletes again while texts keep landing, this many times at most.
+ERASE_ROUNDS = 5
+
 
 class Deletion:
     """Remove what is stored for a conversation or a whole number, and read it all out."""
@@ -66,12 +69,21 @@ class Deletion:
     def erase_user(self, user_id: str) -> int:
         """Delete every item stored for a user; return how many were deleted.
 
-        Paginated batch deletes; safe to re-run (a second run deletes nothing).
+        Paginated batch deletes, repeated until a read finds nothing left (at
+        most ``ERASE_ROUNDS`` times): a text that lands while the erase runs is
+        erased too. Safe to re-run (a second run deletes nothing).
         """
-        sort_keys = [keys.sort_key_of(item) for item in self.listings.partition(user_id, None, ("sk",))]
-        # The user item goes last so a crash midway leaves a record to retry from.
-        sort_keys.sort(key=lambda sk: keys.kind_of(sk) == "user")
-        return self.table.delete(user_id, sort_keys)
+        deleted = 0
+        for _ in range(ERASE_ROUNDS):
+            sort_keys = [
+                keys.sort_key_of(item) for item in self.listings.partition(user_id, None, ("sk",))
+            ]
+            if not sort_keys:
+                break
+            # The user item goes last so a crash midway leaves a record to retry from.
+            sort_keys.sort(key=lambda sk: keys.kind_of(sk) == "user")
+            deleted += self.table.delete(user_id, sort_keys)
+        return deleted
 
     def export(self, user_id: str) -> Iterator[dict[str, Any]]:
         """Yield the user, conversations and messages stored for a number as plain dicts."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from conversation.ids import check_user_id
 from conversation.models import parse_iso, utc_now
 
 ACTIVITY_INDEX = "activity"
@@ -70,6 +71,15 @@ def batch_positions(timestamp: str, count: int) -> list[str]:
     return [f"{base}.{index:0{width}d}" for index in range(count)]
 
 
+def sequence_positions(first: int, count: int) -> list[str]:
+    """Return the positions of ``count`` messages numbered from ``first`` (agent sessions).
+
+    ``S`` sorts after the digits of every clock-based position, so a session's
+    older, clock-keyed items stay before its sequenced ones.
+    """
+    return [f"S{number:020d}" for number in range(first, first + count)]
+
+
 def reply_position(parent_position: str) -> str:
     """Return the position of the one reply to the message at ``parent_position``."""
     return parent_position + _REPLY
@@ -84,7 +94,8 @@ def longest_position(conversation_id: str | None = None) -> str:
 
 
 def _pk(scope: str) -> str:
-    return "GLOBAL" if scope == GLOBAL_SCOPE else f"U#{scope}"
+    # Only ids that every surface can name (and so erase) are ever keyed.
+    return "GLOBAL" if scope == GLOBAL_SCOPE else f"U#{check_user_id(scope)}"
 
 
 def key(user_id: str, sk: str) -> dict[str, Any]:

@@ -65,13 +65,14 @@ class Messages:
             message.reply_to = reply_to.message_id
         self.table.check_size(self.item(user_id, message, keys.longest_position()), "message")
         pinned = conversation_id is not None
+        cid: str | None = None
         for attempt in range(TX_ATTEMPTS):
             if conversation_id is not None:
                 cid = conversation_id
             elif attempt == 0 and active_hint:
                 cid = active_hint
             else:
-                cid = self.conversations.active_id(user_id)
+                cid = self.conversations.active_id(user_id, stale=cid)
             if reply_to is not None and reply_to.position is not None:
                 position = keys.reply_position(reply_to.position)
             else:
@@ -98,7 +99,11 @@ class Messages:
                         if self.conversations.get(user_id, cid) is None:
                             raise ConversationNotFound(cid) from None
                         raise ConversationNotFound(f"{cid} is deleted") from None
-                    continue  # the conversation was archived under us: use the new one
+                    # The conversation was archived (or erased) under us: use the
+                    # new one, after a pause if this keeps happening.
+                    if attempt:
+                        pause(attempt, base=0.005, cap=0.2)
+                    continue
                 if cancelled.conflict:
                     pause(attempt)
                     continue

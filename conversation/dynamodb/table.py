@@ -11,6 +11,7 @@ missing table :class:`TableMissing` (or the table is created, once, when
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -31,7 +32,13 @@ from botocore.exceptions import (
 )
 
 from conversation.dynamodb import codec, keys
-from conversation.errors import MessageTooLarge, StorageError, StorageUnavailable, TableMissing
+from conversation.errors import (
+    MessageTooLarge,
+    StorageError,
+    StorageUnavailable,
+    TableMissing,
+    WrongTableLayout,
+)
 from conversation.models import utc_now
 
 log = logging.getLogger("conversation.storage")
@@ -85,6 +92,23 @@ def _codes_from_message(message: str, count: int) -> list[str]:
     return codes if len(codes) == count else ["Unknown"] * count
 
 
+def _region(explicit: str | None, session: Any, endpoint_url: str | None) -> str:
+    """Pick the region as AWS SDKs do: explicit, AWS_REGION, then boto3's chain.
+
+    boto3 itself reads AWS_DEFAULT_REGION and the profile but not AWS_REGION,
+    which most AWS tooling (and Lambda, ECS) sets. us-east-1 is only a default
+    for a local endpoint (DynamoDB Local ignores the region).
+    """
+    region = explicit or os.environ.get("AWS_REGION") or session.region_name
+    if region:
+        return region
+    if endpoint_url:
+        return "us-east-1"
+    raise StorageError(
+        "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)"
+    )
+
+
 class Table:
     """One DynamoDB table and the client that reaches it (built on first use)."""
 
@@ -136,7 +160,7 @@ class Table:
             # DynamoDB Local accepts any credentials; AWS itself never gets
             # these because an endpoint URL is set.
             session = boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local")
-        region = args["region_name"] or session.region_name or "us-east-1"
+        region = _region(args["region_name"], session, args["endpoint_url"])
         return session.client(
             "dynamodb",
             endpoint_url=args["endpoint_url"],
@@ -162,7 +186,10 @@ class Table:
         """Call a client operation with this package's errors, creating the table once if missing."""
         try:
             return self._request(operation, kwargs)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            self._explain_validation(exc)
+            raise _translate(exc, operation) from exc
+        except BotoCoreError as exc:
             raise _translate(exc, operation) from exc
 
     def _request(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -281,14 +308,44 @@ class Table:
             # Look before creating: with a data-plane-only IAM identity the
             # table exists and CreateTable would be denied.
             try:
-                self.client.describe_table(TableName=self.name)
+                description = self.client.describe_table(TableName=self.name)
             except ClientError as exc:
                 if _code(exc) != "ResourceNotFoundException":
                     raise _translate(exc, "DescribeTable") from exc
                 self.create()
             except BotoCoreError as exc:
                 raise _translate(exc, "DescribeTable") from exc
+            else:
+                self._check_layout(description)
             self._ready = True
+
+    def _check_layout(self, description: dict[str, Any]) -> None:
+        """Raise WrongTableLayout unless the table is keyed ``pk``/``sk`` as this store writes."""
+        schema = description.get("Table", {}).get("KeySchema", [])
+        found = {key["KeyType"]: key["AttributeName"] for key in schema}
+        if found == {"HASH": "pk", "RANGE": "sk"}:
+            return
+        if found == {"HASH": "user_id"}:
+            raise WrongTableLayout(
+                f"table {self.name!r} is in the original DadaCat layout (one item per user_id); "
+                f"copy it into a new table with scripts/migrate_legacy.py --source-table {self.name} "
+                "--target-table NEW and point DYNAMODB_TABLE_NAME at NEW"
+            )
+        raise WrongTableLayout(
+            f"table {self.name!r} is keyed {found or 'unknown'}, not pk/sk: it is not a DadaCat "
+            "conversation table (a table in the original layout is copied with "
+            "scripts/migrate_legacy.py)"
+        )
+
+    def _explain_validation(self, exc: ClientError) -> None:
+        """Raise WrongTableLayout when a ValidationException comes from a foreign table."""
+        if _code(exc) != "ValidationException":
+            return
+        try:
+            description = self.client.describe_table(TableName=self.name)
+        except (ClientError, BotoCoreError):
+            return  # no permission or no answer: the original error stands
+        self._check_layout(description)
 
     def create(self) -> bool:
         """Create the table, its activity index and its TTL setting if missing; True if created."""
@@ -330,8 +387,9 @@ class Table:
             client.get_waiter("table_exists").wait(
                 TableName=self.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
-            if self.ttl_days:
-                self._enable_ttl()
+            # Always: counters and leases carry expires_at even when
+            # conversations are kept forever (items without it never expire).
+            self._enable_ttl()
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "table setup") from exc
         return created
@@ -349,9 +407,10 @@ class Table:
     def ping(self) -> None:
         """Check that the table is reachable; raise a StorageError if not."""
         try:
-            self.client.describe_table(TableName=self.name)
+            description = self.client.describe_table(TableName=self.name)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "DescribeTable") from exc
+        self._check_layout(description)
 
 
 def _code(exc: ClientError) -> str | None:

@@ -48,11 +48,18 @@ class Users:
         )
 
     def pointer_update(
-        self, user_id: str, conversation_id: str, now: str, *, refresh_ttl: bool = False
+        self,
+        user_id: str,
+        conversation_id: str,
+        now: str,
+        *,
+        refresh_ttl: bool = False,
+        replacing: str | None = None,
     ) -> dict[str, Any]:
         """Return the transaction action that makes ``conversation_id`` the active one.
 
-        It fails its condition when another conversation is active already.
+        It fails its condition when another conversation is active already
+        (other than ``replacing``, a pointer found dangling).
         """
         values: dict[str, Any] = {
             ":cid": s(conversation_id),
@@ -72,12 +79,16 @@ class Users:
         if expires is not None:
             sets.append("expires_at = :exp")
             values[":exp"] = codec.n(expires)
+        condition = f"attribute_not_exists({codec.ACTIVE})"
+        if replacing:
+            condition += f" OR {codec.ACTIVE} = :old"
+            values[":old"] = s(replacing)
         return {
             "Update": {
                 "TableName": self.table.name,
                 "Key": keys.key(user_id, keys.USER_SK),
                 "UpdateExpression": "SET " + ", ".join(sets) + " ADD conversation_count :one",
-                "ConditionExpression": f"attribute_not_exists({codec.ACTIVE})",
+                "ConditionExpression": condition,
                 "ExpressionAttributeValues": values,
             }
         }

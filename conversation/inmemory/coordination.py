@@ -31,22 +31,24 @@ class MemoryCoordination:
                 del self._leases[user_id]
 
     def increment_counter(
-        self, scope: str, name: str, amount: int = 1, *, expires_in: float | None = None
+        self, scope: str, name: str, amount: int = 1, *, expires_in: float
     ) -> int:
         """Add ``amount`` to a counter and return its value; an expired counter starts again."""
+        if not expires_in or expires_in <= 0:
+            raise ValueError("a counter needs a positive expires_in (seconds)")
         now = time.time()
         with self._coordination_lock:
             value, expires = self._counters.get((scope, name), (0, None))
             if expires is not None and expires <= now:
                 value, expires = 0, None
-            if expires is None and expires_in:
+            if expires is None:
                 expires = now + expires_in
             value += int(amount)
             self._counters[(scope, name)] = (value, expires)
             return value
 
     def reserve_counter(
-        self, scope: str, name: str, amount: int, *, below: int, expires_in: float | None = None
+        self, scope: str, name: str, amount: int, *, below: int, expires_in: float
     ) -> int | None:
         """Add ``amount`` only while the counter is below ``below``; the new value, or None."""
         with self._coordination_lock:

@@ -45,6 +45,7 @@ class _Thread:
     header: Conversation
     messages: dict[str, Message] = field(default_factory=dict)
     activity: str | None = None  # "<minute>#<user>#<conversation>", None once soft-deleted
+    seq: int = 0  # last sequence number handed out (sequenced appends)
     claim: tuple[str, float] | None = None  # who may update the summary, and until when
 
     def claimed_by(self, owner: str) -> bool:
@@ -345,18 +346,24 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
         conversation_id: str | None = None,
         create: bool = False,
         counters: dict[str, int] | None = None,
+        sequenced: bool = False,
     ) -> list[Message]:
         if not messages:
             return []
-        if create and conversation_id is None:
-            raise ValueError("create needs a conversation_id")
+        if (create or sequenced) and conversation_id is None:
+            raise ValueError("create and sequenced need a conversation_id")
         for message in messages:
             self._check_size(message)
         base = f"{_time_key(messages[0].timestamp)}#{secrets.token_hex(4)}"
         width = max(4, len(str(len(messages) - 1)))
         with self._lock:
             thread = self._writable(user_id, conversation_id, create=create)
-            batch = [(f"{base}.{index:0{width}d}", m) for index, m in enumerate(messages)]
+            if sequenced:
+                # The same positions as the DynamoDB store: call order, never the clock.
+                first, thread.seq = thread.seq + 1, thread.seq + len(messages)
+                batch = [(f"S{first + index:020d}", m) for index, m in enumerate(messages)]
+            else:
+                batch = [(f"{base}.{index:0{width}d}", m) for index, m in enumerate(messages)]
             self._store(user_id, thread, batch, counters)
         return messages
 
