@@ -15,7 +15,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.api import conversation_json, message_json
 from app.logutil import mask_number
-from app.operations import is_valid_number, summary_view
+from app.operations import NUMBER_RULE, is_valid_number, summary_view
 from conversation import ConversationManager, ConversationNotFound, InvalidCursor, StorageError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _manager() -> ConversationManager:
 
 def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not is_valid_number(value):
-        raise click.BadParameter("must be an E.164 number like +15551234567", ctx, param)
+        raise click.BadParameter(NUMBER_RULE.removeprefix("number "), ctx, param)
     return value
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from conversation.ids import channel_and_address
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Structured fields ride on the record under this one attribute, so they can never
 # collide with LogRecord's own attributes (name, msg, args...).
@@ -16,13 +18,17 @@ FIELDS_ATTRIBUTE = "dadacat_fields"
 
 
 def mask_number(number: str | None) -> str:
-    """Mask a phone number for logs, keeping the country prefix and last two digits."""
+    """Mask a sender for logs: keep a channel prefix, the country prefix and the last two digits.
+
+    ``+15551234567`` logs as ``+15******67``, ``whatsapp:+15551234567`` as
+    ``whatsapp:+15******67``.
+    """
     if not number:
         return "-"
-    text = str(number)
-    if len(text) <= 5:
-        return "*" * len(text)
-    return text[:3] + "*" * (len(text) - 5) + text[-2:]
+    channel, address = channel_and_address(str(number))
+    if len(address) <= 5:
+        return channel + "*" * len(address)
+    return channel + address[:3] + "*" * (len(address) - 5) + address[-2:]
 
 
 def log_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

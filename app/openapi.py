@@ -5,12 +5,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from conversation.ids import USER_ID_PATTERN
+
 _NUMBER = {
     "name": "number",
     "in": "path",
     "required": True,
-    "description": "Phone number in E.164, URL-encoded (+15551234567 is %2B15551234567).",
-    "schema": {"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$"},
+    "description": (
+        "The sender, URL-encoded: an E.164 number (+15551234567 is %2B15551234567), a channel "
+        "sender such as whatsapp:+15551234567, or an agent session id such as agent:chat-1."
+    ),
+    "schema": {"type": "string", "pattern": USER_ID_PATTERN},
 }
 _CONVERSATION_ID = {
     "name": "conversation_id",

@@ -13,12 +13,16 @@ import re
 from typing import Any
 
 from app.logutil import mask_number
-from conversation import Conversation, ConversationManager, Message, Page
+from conversation import Conversation, ConversationManager, Message, Page, is_valid_user_id
 from conversation.models import Summary
 
 log = logging.getLogger(__name__)
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+NUMBER_RULE = (
+    "number must be a sender id: an E.164 number like +15551234567, a channel sender like "
+    "whatsapp:+15551234567, or an agent session id; 1-256 characters without whitespace "
+    "or any of # / ? % \\"
+)
 # Opaque to the store's layout: any short id made of these characters is
 # looked up, and an unknown one is a 404.
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -37,14 +41,18 @@ class OperatorError(Exception):
 
 
 def is_valid_number(number: str) -> bool:
-    """Return whether ``number`` is an E.164 phone number (+ and 7 to 15 digits)."""
-    return bool(E164.match(number or ""))
+    """Return whether ``number`` names a sender the store can hold (``conversation.ids``).
+
+    That is every id the webhook accepts: an E.164 number, a channel-prefixed
+    sender (``whatsapp:+15551234567``) or an agent session (``agent:<id>``).
+    """
+    return is_valid_user_id(number)
 
 
 def check_number(number: str) -> str:
-    """Return the number if it is E.164, else refuse."""
+    """Return the number if it is a valid user id, else refuse."""
     if not is_valid_number(number):
-        raise OperatorError(400, "invalid_number", "number must be E.164, like +15551234567", "number")
+        raise OperatorError(400, "invalid_number", NUMBER_RULE, "number")
     return number
 
 

@@ -210,14 +210,14 @@ def test_list_a_numbers_conversations_newest_first(api, manager):
 
 
 def test_malformed_number_is_400_naming_the_field(api):
+    # Any sender the webhook accepts is a valid number here (conversation/ids.py), so
+    # "15551234567" or "whatsapp:+1555..." are looked up; these cannot be stored at all.
     for number in (
-        "15551234567",
-        "+0123456789",
-        "+1",
-        "abc",
-        "+1555123456789012",
         "+1555 1234567",
         "%2B1555",
+        "a?b",
+        "tab\there",
+        "x" * 257,
     ):
         base = f"/numbers/{quote(number, safe='')}"
         for path in ("/conversations", "/export", "/conversations/c1", "/conversations/c1/stats"):

@@ -111,7 +111,7 @@ def test_show_errors(run, manager):
     chat(manager, ALICE, 1)
     missing = run("conversations", "show", ALICE, "nope")
     assert missing.exit_code == 1 and "no such conversation" in missing.output
-    bad = run("conversations", "show", "5551234567")
+    bad = run("conversations", "show", "+1 555 1234567")
     assert bad.exit_code == 2 and "E.164" in bad.output
 
 
