@@ -206,8 +206,21 @@ def test_the_filter_takes_the_number_in_a_post_and_never_puts_it_in_a_url(app, c
     page = console.follow(response).get_data(as_text=True)
     assert "+15*******01" in page and "+44********22" not in page
     assert all("5551230001" not in url and "1230001" not in url for url in console.urls)
-    bad = console.post("/console/find", {"number": "555-not-a-number"})
-    assert bad.status_code == 400 and "number must be E.164" in bad.get_data(as_text=True)
+    bad = console.post("/console/find", {"number": "555?not/a number"})
+    assert bad.status_code == 400 and "number must be a sender id" in bad.get_data(as_text=True)
+
+
+def test_the_filter_finds_a_whatsapp_sender_and_an_agent_session(app, console):
+    text(app, "whatsapp:+15551230009", "over whatsapp")
+    app.extensions["dadacat.manager"].add_user_message("agent:chat-1", "from an agent")
+    console.get("/console/")
+    senders = (("whatsapp:+15551230009", "whatsapp:+15*******09"), ("agent:chat-1", "agent:cha*-1"))
+    for sender, masked in senders:
+        response = console.post("/console/find", {"number": sender})
+        assert response.status_code == 303, response.get_data(as_text=True)
+        page = console.follow(response).get_data(as_text=True)
+        assert masked in page and sender not in page
+        assert len(links(page, r"^/console/c/[^/]+$")) == 1
 
 
 def test_the_list_pages_with_sealed_cursors(app, console):

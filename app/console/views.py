@@ -184,7 +184,11 @@ def conversations() -> str:
 
 def find_number() -> Response | tuple[str, int]:
     """Filter by number: the number comes in a POST body and leaves as a sealed reference."""
-    number = (request.form.get("number") or "").strip().replace(" ", "").replace("-", "")
+    number = (request.form.get("number") or "").strip()
+    if ":" not in number:
+        # A typed phone number: "+1 555-123-4567". Channel senders and agent ids
+        # (whatsapp:..., agent:...) are taken as they are.
+        number = number.replace(" ", "").replace("-", "")
     try:
         ops.check_number(number)
     except OperatorError as exc:
