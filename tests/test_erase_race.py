@@ -27,14 +27,13 @@ def test_the_table_expires_items_even_when_conversations_are_kept(storage):
     assert description["AttributeName"] == "expires_at"
 
 
-def test_an_existing_table_gets_ttl_turned_on_at_first_use(storage):
+def test_init_db_turns_ttl_on_for_a_table_made_without_it(storage):
     client = storage.client
     client.update_time_to_live(
         TableName=storage.table_name,
         TimeToLiveSpecification={"Enabled": False, "AttributeName": "expires_at"},
     )
-    storage._ready = False
-    storage.get_user(NUMBER)
+    assert storage.create_table() is False  # what `flask init-db` runs; the table exists
     status = client.describe_time_to_live(TableName=storage.table_name)["TimeToLiveDescription"]
     assert status["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
 

@@ -411,9 +411,9 @@ def test_reservations_stop_at_the_limit_even_when_concurrent(store):
     # Reservations pass while the counter is below 30: 0, 7, 14, 21, 28 -> five of them.
     assert sorted(v for v in values if v is not None) == [7, 14, 21, 28, 35]
     assert store.get_counter("*", "tokens") == 35
-    assert store.increment_counter("*", "tokens", -10) == 25  # give back the unused part
-    assert store.reserve_counter("*", "tokens", 7, below=30) == 32
-    assert store.reserve_counter("*", "tokens", 1, below=30) is None
+    assert store.increment_counter("*", "tokens", -10, expires_in=120) == 25  # give back the unused part
+    assert store.reserve_counter("*", "tokens", 7, below=30, expires_in=120) == 32
+    assert store.reserve_counter("*", "tokens", 1, below=30, expires_in=120) is None
 
 
 def test_every_store_keeps_the_protocol(store):
