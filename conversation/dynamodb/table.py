@@ -390,9 +390,24 @@ class Table:
             # Always: counters and leases carry expires_at even when
             # conversations are kept forever (items without it never expire).
             self._enable_ttl()
+            if created:
+                self._enable_point_in_time_recovery()
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "table setup") from exc
         return created
+
+    def _enable_point_in_time_recovery(self) -> None:
+        """Turn on continuous backups (restore to any second of the last 35 days)."""
+        try:
+            self.client.update_continuous_backups(
+                TableName=self.name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+        except ClientError as exc:
+            # DynamoDB Local has no backups at all; AWS always has them.
+            if _code(exc) != "UnknownOperationException":
+                raise
+            log.info("point-in-time recovery is not available at this endpoint (DynamoDB Local)")
 
     def _enable_ttl(self) -> None:
         status = self.client.describe_time_to_live(TableName=self.name)
