@@ -116,6 +116,19 @@ def test_two_workers_figures_add_up_in_every_scrape(metered_gunicorn):
                    if name == "dadacat_reply_seconds_bucket"}
         assert buckets[(("le", "+Inf"),)] == TEXTERS
 
+    # A worker that dies is replaced; its counters still count, its live gauge is dropped
+    # (gunicorn.conf.py's child_exit), so turns in flight cannot stick above zero.
+    victim = int(sorted(writers)[0])
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (metrics_dir / f"gauge_livesum_{victim}.db").exists():
+        assert time.monotonic() < deadline, "the dead worker's live gauge was never dropped"
+        time.sleep(0.2)
+    text(TEXTERS)  # answered by the surviving or the new worker
+    found = scrape(base)
+    assert found[("dadacat_texts_total", (("outcome", "replied"),))] == TEXTERS + 1
+    assert found[("dadacat_turns_in_flight", ())] == 0
+
     unauthorised = urllib.request.Request(f"{base}/metrics")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(unauthorised, timeout=10)
