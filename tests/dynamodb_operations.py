@@ -29,7 +29,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 # Table.create is what DynamoDBStorage.create_table calls since storage became a package.
-ADMIN_FUNCTIONS = {"create_table", "create", "_enable_ttl", "_enable_point_in_time_recovery"}
+# Table set-up, as (file name, function) under conversation/: a bare "create" would also
+# match ConversationStore.create (conversations.py), which is runtime work.
+ADMIN_FUNCTIONS = {("storage.py", "create_table"), ("table.py", "create"), ("table.py", "_enable_ttl"),
+                   ("table.py", "_enable_point_in_time_recovery")}
 LAST_TEST = "test_policies_grant_exactly_what_the_suite_called"
 
 # IAM authorises each element of a transaction as the single-item action.
@@ -72,7 +75,8 @@ def classify(frame: Any) -> tuple[str | None, str]:
             relative = path.relative_to(ROOT)
             if relative.parts[0] == "scripts" and relative.name == "migrate_legacy.py":
                 return "migration", f"{relative}:{frame.f_lineno}"
-            if frame.f_code.co_name in ADMIN_FUNCTIONS and relative.parts[0] == "conversation":
+            in_conversation = relative.parts[0] == "conversation"
+            if in_conversation and (relative.name, frame.f_code.co_name) in ADMIN_FUNCTIONS:
                 part, where = "admin", f"{relative}:{frame.f_lineno}"
             elif part is None and relative.parts[0] in ("app", "conversation"):
                 part, where = "runtime", f"{relative}:{frame.f_lineno}"

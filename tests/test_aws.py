@@ -116,3 +116,18 @@ def test_policies_grant_exactly_what_the_suite_called():
             for action in sorted(granted - set(called)):
                 problems.append(f"{policy} grants dynamodb:{action}, which no test's code path called")
     assert not problems, "\n".join(problems)
+
+
+def test_creating_a_conversation_is_not_table_set_up(moto_storage):
+    saved = dict(RECORDER.actions)
+    RECORDER.actions.clear()
+    try:
+        moto_storage.create_conversation("+15550001234", "c-imported", created_at="2026-01-01T00:00:00Z")
+        assert RECORDER.actions["runtime"] and not RECORDER.actions.get("admin")
+    finally:
+        recorded = dict(RECORDER.actions)
+        RECORDER.actions.clear()
+        RECORDER.actions.update(saved)
+        for part, actions in recorded.items():
+            for action, where in actions.items():
+                RECORDER.actions[part].setdefault(action, where)
