@@ -1,4 +1,4 @@
-"""DadaCat's replies: from an OpenAI-compatible model, or from the built-in offline persona.
+"""DadaCat's replies: from an OpenAI-compatible model, or from the offline persona (app/offline_persona.py).
 
 The webhook depends on one interface only::
 
@@ -20,68 +20,28 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from app.config import ConfigError
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
+from app.offline_persona import OfflineResponder
+from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, Responder, clip, zero_usage
 from conversation.memory import summary_message
 from conversation.window import context_window
 
 log = logging.getLogger(__name__)
 
+# Re-exported: the webhook, scripts and tests import these from here.
+__all__ = ["LAST_RESORT", "OFFLINE_MODEL", "OfflineResponder", "OpenAIResponder", "Reply",
+           "Responder", "clip", "init_app", "load_system_prompt"]
+
 PROMPT_FILE = Path(__file__).with_name("persona_prompt.txt")
-OFFLINE_MODEL = "dadacat-offline"
-LAST_RESORT = "mrrp. the wires are tangled in my whiskers. say it again?"
-
-
-def _zero_usage() -> dict[str, int]:
-    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-
-
-@dataclass
-class Reply:
-    """A reply's text plus what producing it cost.
-
-    ``fallback`` is None (the first model answered), ``"fallback-model"`` (a later model
-    answered), ``"offline"`` (the offline persona answered by design) or ``"error"`` (every
-    model failed within the deadline and the offline persona stood in; ``error`` says why).
-    """
-
-    text: str
-    model: str | None
-    usage: dict[str, int] = field(default_factory=_zero_usage)
-    latency_ms: float = 0.0
-    fallback: str | None = None
-    attempts: int = 0
-    error: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        """Return a JSON-ready dict to store on the reply message."""
-        return {
-            "model": self.model,
-            "usage": {key: int(self.usage.get(key, 0)) for key in _zero_usage()},
-            "latency_ms": round(float(self.latency_ms), 1),
-            "fallback": self.fallback,
-            "attempts": self.attempts,
-            "error": self.error,
-        }
-
-
-class Responder(Protocol):
-    """Anything that turns a conversation window and a new text into a Reply."""
-
-    def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
-              media_urls: Sequence[str] = (), message_id: str | None = None,
-              summary: str | None = None) -> Reply: ...
 
 
 # --- the persona prompt ------------------------------------------------------------------
@@ -103,19 +63,6 @@ def load_system_prompt(path: str | Path | None = None, *, max_chars: int = 306) 
 # --- shared helpers ----------------------------------------------------------------------
 
 
-def clip(text: str, max_chars: int) -> str:
-    """Cut ``text`` to at most ``max_chars`` characters, on a word boundary when one is near."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    space = cut.rfind(" ")
-    # Only back up to a space when it keeps most of the text; otherwise cut mid-word.
-    if space >= max_chars // 2:
-        cut = cut[:space]
-    return cut.rstrip() or text[:max_chars]
-
-
 def describe_media(count: int) -> str:
     """Say in words that attachments were sent (the model sees no media)."""
     if count <= 0:
@@ -133,119 +80,6 @@ def _field(message: Any, name: str, default: Any = None) -> Any:
     if isinstance(message, dict):
         return message.get(name, default)
     return getattr(message, name, default)
-
-
-# --- the offline persona -----------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    "the and you your are was were what when where which who why how this that these those with "
-    "from have has had not but for can could would should will just like about there their they "
-    "them then than its it's i'm im dont don't does did into onto out our ours she her his him "
-    "hello hey hii yes yeah okay ok please thanks thank tell much very some more also".split()
-)
-_WORD = re.compile(r"[^\W\d_]{3,}")
-_NOTE = re.compile(r"\[[^\]]*\]")
-
-_SOUNDS = ("mrrp", "prrrt", "meow", "mrow", "ksss", "dada dada", "zing-zang-meow", "purr purr",
-           "hmmmrrp", "tzitzi miau", "brrrp", "nyaa", "rrrr-tic")
-_OPENINGS = (
-    "{word}? {sound}.",
-    "{sound}. you say {word}, I hear a modem.",
-    "{word} {word} {word}, {sound}.",
-    "{sound}! {word} falls off the table.",
-    "ah, {word}. {sound}.",
-    "{sound}... {word} is warm, like a server rack.",
-)
-_MIDDLES = (
-    "my whiskers cache {word} until the kernel panics",
-    "the {word} buffer overflows with moonlight",
-    "I garbage-collect {word} at midnight",
-    "404: {word} not found in the cardboard box",
-    "a null pointer naps on the keyboard",
-    "every packet smells of fish",
-    "the cursor blinks and I pounce",
-    "the yarn is a linked list with no end",
-    "sunbeam.exe has stopped responding",
-    "I compiled a dream and it purred",
-    "the moon is a monitor left on",
-)
-_QUESTIONS = (
-    "is {word} a cursor or a mouse?",
-    "why ask about {word} when the box is empty?",
-    "who taught {word} to purr?",
-    "does the red dot know your name?",
-    "what is {word} but a sunbeam with a password?",
-    "and if {word} were a fish, would you share it?",
-)
-_CLOSERS = ("dada.", "mrrp.", "prrt.", "end of file.", "reboot the moon.", "meow, or not.",
-            "ksss.", "loop forever.")
-_NOTHING = ("silence", "the blank", "nothing", "the static")
-
-
-@dataclass
-class OfflineResponder:
-    """Answer as DadaCat with no model: fragments, sounds and a word from the text.
-
-    With a ``seed``, the same history length and text give the same reply; without one,
-    replies vary.
-    """
-
-    seed: int | None = None
-    max_chars: int = 306
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random()
-        self._lock = threading.Lock()
-
-    def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
-              media_urls: Sequence[str] = (), message_id: str | None = None,
-              summary: str | None = None) -> Reply:
-        """Return an offline DadaCat reply that refers to ``text``."""
-        # Instant, needs no memory, and the window is not needed beyond its length.
-        del deadline, message_id, summary
-        started = time.monotonic()
-        try:
-            body = self.compose(text, history_length=len(history), pictures=len(media_urls))
-        except Exception:  # never let the last line of defence fail the texter
-            log.exception("offline persona failed; using its last-resort line")
-            body = clip(LAST_RESORT, self.max_chars)
-        return Reply(text=body, model=OFFLINE_MODEL, usage=_zero_usage(),
-                     latency_ms=(time.monotonic() - started) * 1000, fallback="offline")
-
-    def compose(self, text: str, *, history_length: int = 0, pictures: int = 0) -> str:
-        """Build the reply text (deterministic for a given seed and inputs)."""
-        if self.seed is not None:
-            # A str seed is hashed with SHA-512, so this is stable across processes.
-            rng = random.Random(f"{self.seed}|{history_length}|{pictures}|{text}")
-        else:
-            with self._lock:
-                rng = random.Random(self._rng.getrandbits(64))
-        word = self._pick_word(text, rng, pictures)
-        sound = rng.choice(_SOUNDS)
-        parts = [rng.choice(_OPENINGS).format(word=word, sound=sound)]
-        if text.strip().endswith("?") or rng.random() < 0.4:
-            parts.append(rng.choice(_QUESTIONS).format(word=word))
-        else:
-            parts.append(rng.choice(_MIDDLES).format(word=word) + ".")
-        if rng.random() < 0.5:
-            parts.append(rng.choice(_CLOSERS))
-        return clip(" ".join(parts), self.max_chars) or clip(LAST_RESORT, self.max_chars)
-
-    @staticmethod
-    def _pick_word(text: str, rng: random.Random, pictures: int) -> str:
-        # Bracketed notes such as "[sent an attachment]" are ours, not the texter's words.
-        spoken = _NOTE.sub(" ", text)
-        pictures = pictures or int(spoken != text)
-        text = spoken
-        words = [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS]
-        if not words:
-            words = _WORD.findall(text)
-        if not words:
-            return "the picture" if pictures else rng.choice(_NOTHING)
-        # Longer words tend to carry the meaning; pick among those near the longest.
-        longest = max(len(w) for w in words)
-        candidates = sorted({w.lower() for w in words if len(w) >= longest - 2})
-        return rng.choice(candidates)[:24]
 
 
 # --- the model-backed responder ----------------------------------------------------------
@@ -384,7 +218,7 @@ class OpenAIResponder:
         ends = started + self.deadline_seconds
         if deadline is not None:
             ends = min(ends, deadline)
-        usage = _zero_usage()
+        usage = zero_usage()
         attempts = 0
         last_error = "deadline"
         try:
