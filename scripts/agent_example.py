@@ -22,19 +22,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 from pathlib import Path
 
+import boto3
+from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+from openai import AsyncOpenAI
+
+from app.config import load_config
+from conversation import DynamoDBStorage
+from conversation.agents_session import DynamoDBSession
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import boto3  # noqa: E402
-from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
-
-from app.config import load_config  # noqa: E402
-from conversation import DynamoDBStorage  # noqa: E402
-from conversation.agents_session import DynamoDBSession  # noqa: E402
 
 INSTRUCTIONS = "You are DadaCat, a dadaist cat. Answer in one or two short, strange sentences."
 
@@ -49,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key", help="API key (default: OPENAI_API_KEY, or 'none' for local servers)")
     parser.add_argument("--endpoint-url", help="DynamoDB endpoint (default: AWS_ENDPOINT_URL)")
     parser.add_argument("--table", help="table name (default: DYNAMODB_TABLE_NAME)")
-    parser.add_argument("--fake", action="store_true", help="serve the model from tests/fake_openai.py")
+    parser.add_argument("--fake", action="store_true", help="serve the model from localpeers/fake_openai.py")
     parser.add_argument("--local-dynamodb", action="store_true", help="start DynamoDB Local for this run")
     parser.add_argument("--clear", action="store_true", help="clear the session before the first turn")
     parser.add_argument("--show", action="store_true", help="print the stored items at the end")
@@ -99,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         endpoint_url = args.endpoint_url or config["AWS_ENDPOINT_URL"]
         if args.local_dynamodb:
-            from scripts.dynamodb_local import DynamoDBLocal
+            from localpeers.dynamodb_local import DynamoDBLocal
 
             endpoint_url = stack.enter_context(DynamoDBLocal()).endpoint_url
         base_url = args.base_url or config["OPENAI_BASE_URL"]
         if args.fake:
-            from tests.fake_openai import FakeOpenAI
+            from localpeers.fake_openai import FakeOpenAI
 
             def answer(body: dict) -> str:
                 return f"mrrp #{len(body.get('messages', []))}: the moon purrs back."

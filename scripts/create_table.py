@@ -11,13 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from app.config import ConfigError, load_config
+from conversation import DynamoDBStorage
+from conversation.errors import StorageError
 
-from app.config import ConfigError, load_config  # noqa: E402
-from conversation import DynamoDBStorage  # noqa: E402
-from conversation.errors import StorageError  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # boto3's own variables, not app settings: passed through so a launcher can
 # hand over placeholder credentials for DynamoDB Local.

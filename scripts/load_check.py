@@ -32,12 +32,10 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from conversation import ConversationManager, DynamoDBStorage
+from localpeers.dynamodb_local import DynamoDBLocal, free_port, port_open
 
-from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
-from scripts.dynamodb_local import DynamoDBLocal, free_port, port_open  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TOKEN = "load-check-token"
 

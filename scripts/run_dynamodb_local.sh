@@ -30,4 +30,4 @@ python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
     if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
 fi
-exec "$python" scripts/dynamodb_local.py --port "$port" --db-path "$data_dir"
+exec "$python" -m localpeers.dynamodb_local --port "$port" --db-path "$data_dir"

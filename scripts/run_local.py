@@ -19,19 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from app.config import ConfigError, load_config  # noqa: E402
-from conversation.errors import StorageError  # noqa: E402
-from scripts.dynamodb_local import (  # noqa: E402
+from app.config import ConfigError, load_config
+from conversation.errors import StorageError
+from localpeers.dynamodb_local import (
     DynamoDBLocal,
     DynamoDBLocalError,
     find_jar_dir,
     free_port,
     port_open,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEV_ENV = Path(".local") / "dev.env"
 DATA_DIR = Path(".local") / "dynamodb"

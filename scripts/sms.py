@@ -18,15 +18,13 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from twilio.request_validator import RequestValidator
+
+from app.config import ConfigError, load_config
+from app.sms import count_segments
+from scripts.run_local import dotenv_file
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from twilio.request_validator import RequestValidator  # noqa: E402
-
-from app.config import ConfigError, load_config  # noqa: E402
-from app.sms import count_segments  # noqa: E402
-from scripts.run_local import dotenv_file  # noqa: E402
 
 DEFAULT_FROM = "+15555550123"
 DEFAULT_TO = "+15555550100"

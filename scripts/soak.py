@@ -1,7 +1,7 @@
 """Soak run: the Procfile's gunicorn against DynamoDB Local under steady mixed traffic.
 
 ``make soak`` (or ``python -m scripts.soak --seconds 600``) starts DynamoDB Local, a fake
-model (tests/fake_openai.py, answering after ``--latency`` seconds) and gunicorn exactly as
+model (localpeers/fake_openai.py, answering after ``--latency`` seconds) and gunicorn exactly as
 the Procfile says, then keeps sending a mix of traffic for the set time: texts from new and
 known numbers, bursts from one number, Twilio-style retries of a text already answered,
 resets, STOP / text / START, operator reads and erasures. Every text is signed as Twilio
@@ -32,9 +32,9 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
+from localpeers.dynamodb_local import DynamoDBLocal
 from scripts.bench.bench_concurrency import TOKEN, Server
 from scripts.bench.common import fake_aws_credentials, percentile, rss_mb
-from scripts.dynamodb_local import DynamoDBLocal
 
 MIN_SECONDS, MAX_SECONDS = 10, 3600
 ADMIN_TOKEN = "soak-admin-token-" + uuid.uuid4().hex

@@ -8,7 +8,6 @@ is an error, never a skip.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # Records the DynamoDB operations the suite's code paths call (tests/test_aws.py checks
 # the IAM policies against them).
@@ -64,7 +62,7 @@ def finish_background_work() -> None:
         bounded = _BACKGROUND.pop()
         bounded.close()
         bounded.drain(timeout=30)
-from scripts.dynamodb_local import DynamoDBLocal  # noqa: E402
+from localpeers.dynamodb_local import DynamoDBLocal  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +127,7 @@ def local_storage(ddb_local):
 @pytest.fixture
 def unreachable_storage():
     """Return a store whose endpoint refuses connections (nothing listens on the port)."""
-    from scripts.dynamodb_local import free_port
+    from localpeers.dynamodb_local import free_port
 
     storage = DynamoDBStorage(
         "unreachable",

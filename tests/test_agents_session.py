@@ -21,8 +21,8 @@ from openai import AsyncOpenAI
 
 from conversation import ConversationManager, DynamoDBStorage, Message, MessageTooLarge
 from conversation.agents_session import DynamoDBSession
+from localpeers.fake_openai import FakeOpenAI
 from tests.conftest import ROOT
-from tests.fake_openai import FakeOpenAI
 
 # The awkward values, in one place: floats that Decimal conversion would mangle,
 # nesting, unicode, empty containers, None, booleans, big ints, and every item kind.

@@ -73,3 +73,36 @@ def test_conversation_knows_nothing_of_the_web_and_app_nothing_of_boto():
 def test_no_conversation_module_is_over_500_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _sources("conversation")}
     assert not {name: lines for name, lines in sizes.items() if lines > 500}
+
+
+def _edits_sys_path(path: Path) -> bool:
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+    )
+
+
+def test_the_project_is_installed_not_put_on_sys_path():
+    assert not [
+        str(path.relative_to(ROOT))
+        for path in _sources("app", "conversation", "scripts", "localpeers", "tests")
+        if _edits_sys_path(path)
+    ]
+    # Nor in the code a script hands to a child interpreter.
+    bench = ROOT / "scripts" / "bench" / "bench_concurrency.py"
+    assert not [text for text in _strings(bench) if "sys.path" in text]
+
+
+def test_scripts_and_tests_share_only_localpeers():
+    # Scripts never reach into the tests; the local DynamoDB and OpenAI stand-ins both use
+    # live in localpeers/, which imports neither. Tests import a script only to test it.
+    for path in _sources("scripts"):
+        assert "tests" not in _imports(path), path
+    for path in _sources("localpeers"):
+        assert not _imports(path) & {"tests", "scripts", "app", "conversation"}, path
+    helpers = [path for path in _sources("tests") if not path.name.startswith("test_")]
+    for path in helpers:
+        assert "scripts" not in _imports(path), path

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from app import create_app
-from tests.fake_openai import FakeOpenAI
+from localpeers.fake_openai import FakeOpenAI
 from tests.twilio_helpers import AUTH_TOKEN, Texter
 
 TOKEN = "console-operator-token"

@@ -17,8 +17,8 @@ import pytest
 
 from app import create_app
 from conversation import DynamoDBStorage
-from scripts.dynamodb_local import DynamoDBLocal
-from tests.fake_openai import FakeOpenAI, hang, reply, status
+from localpeers.dynamodb_local import DynamoDBLocal
+from localpeers.fake_openai import FakeOpenAI, hang, reply, status
 from tests.faults import INTERNAL, THROTTLED, CallRecorder, FaultInjector
 from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
 

@@ -6,7 +6,7 @@ import pytest
 
 from app import create_app
 from app.sms import GSM7, UCS2, count_segments, fit_reply, to_gsm7
-from tests.fake_openai import FakeOpenAI, reply
+from localpeers.fake_openai import FakeOpenAI, reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 
 NUMBER = "+15550006666"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conversation import ConversationManager
-from scripts.dynamodb_local import free_port, port_open
-from tests.fake_openai import FakeOpenAI, reply
+from localpeers.dynamodb_local import free_port, port_open
+from localpeers.fake_openai import FakeOpenAI, reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, sid_for, twiml_bodies
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -129,7 +129,7 @@ def test_a_traceback_stays_below_its_line(moto_storage, log_stream):
 
 
 def test_the_openai_transport_does_not_log_each_model_call(moto_storage, log_stream):
-    from tests.fake_openai import FakeOpenAI, reply
+    from localpeers.fake_openai import FakeOpenAI, reply
 
     with FakeOpenAI() as fake:
         fake.default = reply("prrt")

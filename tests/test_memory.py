@@ -12,7 +12,7 @@ import pytest
 from app import create_app
 from app.persona import OpenAIResponder
 from conversation.memory import SUMMARY_PREFIX, MemoryPolicy, update_summary
-from tests.fake_openai import FakeOpenAI, is_summary_request, keep_lines_summary, reply, status
+from localpeers.fake_openai import FakeOpenAI, is_summary_request, keep_lines_summary, reply, status
 from tests.faults import CallRecorder
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 

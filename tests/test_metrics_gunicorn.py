@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.dynamodb_local import free_port, port_open
-from tests.fake_openai import FakeOpenAI, reply
+from localpeers.dynamodb_local import free_port, port_open
+from localpeers.fake_openai import FakeOpenAI, reply
 from tests.test_gunicorn import procfile_command
 from tests.test_metrics import samples
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies

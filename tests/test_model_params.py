@@ -14,7 +14,7 @@ import pytest
 
 from app import create_app
 from app.persona import OFFLINE_MODEL, OfflineResponder, OpenAIResponder
-from tests.fake_openai import FakeOpenAI, reply
+from localpeers.fake_openai import FakeOpenAI, reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 
 

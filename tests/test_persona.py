@@ -15,7 +15,7 @@ from app import persona
 from app.config import ConfigError, load_config
 from app.persona import OfflineResponder, OpenAIResponder, Reply, load_system_prompt
 from conversation.models import Message
-from tests.fake_openai import FakeOpenAI, empty, hang, malformed, refusal, reply, status
+from localpeers.fake_openai import FakeOpenAI, empty, hang, malformed, refusal, reply, status
 
 PROMPT = "You are a test cat."
 

@@ -733,7 +733,7 @@ def test_offline_persona_answers_when_no_model_is_configured(moto_storage):
 
 
 def test_history_reaches_a_real_openai_client_over_http(moto_storage):
-    from tests.fake_openai import FakeOpenAI, reply, status
+    from localpeers.fake_openai import FakeOpenAI, reply, status
 
     with FakeOpenAI() as fake:
         app = create_app({

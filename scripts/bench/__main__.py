@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected parts against a fresh DynamoDB Local and write the note."""
     args = parse_args(argv)
     fake_aws_credentials()
-    from scripts.dynamodb_local import DynamoDBLocal
+    from localpeers.dynamodb_local import DynamoDBLocal
 
     parts = set(args.parts)
     given = argv if argv is not None else sys.argv[1:]

@@ -3,7 +3,7 @@
 N simulated texters (distinct numbers) each send a signed text, wait for the
 TwiML answer, and send the next one at once (a closed loop with no think time,
 so the ideal is N / L turns per second). The model is the fake OpenAI server
-(tests/fake_openai.py) in its own process, answering every request after a
+(localpeers/fake_openai.py) in its own process, answering every request after a
 fixed delay L; the app talks to it with the real openai client through
 OPENAI_BASE_URL. DynamoDB Local holds the conversations. Rate limits are off.
 """
@@ -28,8 +28,8 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
+from localpeers.dynamodb_local import free_port, port_open
 from scripts.bench.common import ROOT, cpu_seconds, machine_busy, median, percentile, rss_mb
-from scripts.dynamodb_local import free_port, port_open
 
 TOKEN = "bench-auth-token-" + "1" * 15
 DEADLINE = 15.0  # Twilio gives up after about 15 s
@@ -37,12 +37,11 @@ CLIENT_TIMEOUT = 30.0
 
 _FAKE_SERVER = r"""
 import sys, time
-sys.path.insert(0, sys.argv[1])
-from tests import fake_openai
-from tests.fake_openai import FakeOpenAI, reply
+from localpeers import fake_openai
+from localpeers.fake_openai import FakeOpenAI, reply
 # Accept a crowd of connections at once instead of the socketserver default of 5.
 fake_openai._Server.request_queue_size = 512
-fake = FakeOpenAI(default=reply(sys.argv[3], delay=float(sys.argv[2]))).start()
+fake = FakeOpenAI(default=reply(sys.argv[2], delay=float(sys.argv[1]))).start()
 print(fake.base_url, flush=True)
 sys.stdin.read()
 fake.close()
@@ -122,7 +121,7 @@ class Server:
     def start(self) -> Server:
         """Start the fake model, then gunicorn, and wait until /sms answers."""
         self.fake = subprocess.Popen(
-            [sys.executable, "-c", _FAKE_SERVER, str(ROOT), str(self.latency), self.reply_text],
+            [sys.executable, "-c", _FAKE_SERVER, str(self.latency), self.reply_text],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
         )
         assert self.fake.stdout is not None

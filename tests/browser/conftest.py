@@ -8,7 +8,7 @@ Fixtures:
 
 ``live_server(**settings)``
     Start the app (moto storage by default, ``storage="dynamodb_local"`` for the real
-    DynamoDB Local; the model is ``tests/fake_openai.py`` over HTTP) under a threaded
+    DynamoDB Local; the model is ``localpeers/fake_openai.py`` over HTTP) under a threaded
     WSGI server on 127.0.0.1 and a random port. Returns a :class:`LiveServer`.
 ``browser``
     One headless Chromium per test module (closed with it, so no Playwright event loop
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
-from tests.fake_openai import FakeOpenAI
+from localpeers.fake_openai import FakeOpenAI
 from tests.twilio_helpers import AUTH_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]

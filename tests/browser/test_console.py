@@ -15,9 +15,9 @@ import pytest
 from playwright.sync_api import expect
 
 from conversation.daily_stats import DailyStats
+from localpeers.fake_openai import reply
 from tests.browser.conftest import new_guarded_page
 from tests.browser.test_devphone import open_phone, text
-from tests.fake_openai import reply
 from tests.twilio_helpers import Texter
 
 TOKEN = "browser-operator-token"

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.webhook import RESET_CONFIRMATION
-from tests.fake_openai import reply
+from localpeers.fake_openai import reply
 
 NUMBER = "+15555550142"
 OTHER = "+447700900123"

