@@ -51,6 +51,7 @@ test: install-dev
 	@command -v java >/dev/null || { echo "error: Java 17 is needed: the tests run a real DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@scripts/ensure_chromium.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint scripts/aws/dynamodb.yaml
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -75,3 +76,4 @@ clean:
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy

@@ -131,7 +131,7 @@ def _limit(default: int) -> int:
 
 def _cursor_key() -> bytes:
     # Derived from the operator token: every instance agrees, nobody else can mint one.
-    return hashlib.sha256(b"dadacat-cursor\x00" + _token().encode()).digest()
+    return hashlib.sha256(b"dadacat-cursor\x00" + (_token() or "").encode()).digest()
 
 
 def _sign(scope: str, cursor: str) -> str:

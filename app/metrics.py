@@ -36,7 +36,7 @@ class Metrics:
 
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
-        reg = {"registry": self.registry}
+        reg: dict[str, Any] = {"registry": self.registry}
         seconds = {"buckets": SECONDS_BUCKETS, **reg}
         self.texts = Counter("dadacat_texts", "Texts posted to /sms, by how the webhook answered them.",
                              ["outcome"], **reg)

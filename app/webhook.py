@@ -92,7 +92,7 @@ class InboundText:
         body = form.get("Body") or ""
         if len(body) > MAX_BODY_CHARS:
             raise InvalidText(f"Body has {len(body)} characters; Twilio sends at most {MAX_BODY_CHARS}")
-        num_media = _small_int(form, "NumMedia", 0)
+        num_media = _small_int(form, "NumMedia", 0) or 0
         if num_media > MAX_MEDIA:
             raise InvalidText(f"NumMedia is {num_media}; a text carries at most {MAX_MEDIA}")
         media = [
@@ -242,7 +242,7 @@ def answer_text(turn: Turn) -> Response:
     if not signature_ok():
         return turn.finish("forbidden", plain(403, "invalid or missing X-Twilio-Signature"))
     try:
-        text = InboundText.from_request(request.form, request.headers)
+        text = InboundText.from_request(request.form, dict(request.headers))
     except InvalidText as exc:
         log.warning("sms rejected as malformed: %s", exc)
         return turn.finish("bad_request", plain(400, f"bad request: {exc}"))

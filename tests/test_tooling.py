@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +46,13 @@ def test_make_bench_passes_the_error_on():
     )
     assert result.returncode != 0
     assert "unknown part" in result.stderr
+
+
+def test_make_test_type_checks_the_bot_with_a_pinned_mypy():
+    pins = (ROOT / "requirements-dev.txt").read_text().splitlines()
+    assert any(line.startswith("mypy==") for line in pins)
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "$(VENV)/bin/mypy" in recipe
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        assert tomllib.load(handle)["tool"]["mypy"]["files"] == ["app", "conversation"]

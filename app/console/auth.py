@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Response, abort, current_app, g, redirect, render_template, request, url_for
+from flask import abort, current_app, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from app.console.security import csrf_ok, session_cookie, session_from_cookie, token_ok
 
@@ -56,7 +57,7 @@ def sign_in() -> Response | tuple[str, int]:
     """Show the sign-in form, or exchange a correct operator token for a session."""
     if request.method == "GET":
         nonce = secrets.token_urlsafe(24)
-        response = current_app.make_response(render_template("console/sign_in.html", nonce=nonce))
+        response: Response = current_app.make_response(render_template("console/sign_in.html", nonce=nonce))
         _set_cookie(response, SIGN_IN_COOKIE, nonce, 900)
         return response
     nonce = request.cookies.get(SIGN_IN_COOKIE, "")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, abort, current_app, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from app import operations as ops
 from app.console.security import seal, unseal
@@ -127,7 +128,7 @@ def when(timestamp: str | None) -> str:
 def message_row(message: Any) -> dict[str, Any]:
     """Return what the conversation page shows of one message."""
     meta = message.metadata or {}
-    usage = meta.get("usage") if isinstance(meta.get("usage"), dict) else {}
+    usage: dict[str, Any] = meta["usage"] if isinstance(meta.get("usage"), dict) else {}
     row = {
         "time": when(message.timestamp),
         "role": message.role,
@@ -298,16 +299,18 @@ def _perform(
     action: Action, phone: str, conversation_id: str | None, ref: str | None, number_page: str | None = None
 ) -> Response:
     m = manager()
+    # Conversation actions come only from a conversation's page, which always names one.
+    cid = conversation_id or ""
     here = (url_for("console.conversation", ref=ref) if ref
             else url_for("console.number", ref=number_page or number_ref(phone)))
     if action.name == "rename":
-        ops.update_conversation(m, phone, conversation_id, title=request.form.get("title", ""), via=VIA)
+        ops.update_conversation(m, phone, cid, title=request.form.get("title", ""), via=VIA)
         return redirect(f"{here}?done=renamed", 303)
     if action.name == "archive":
-        ops.update_conversation(m, phone, conversation_id, archive=True, via=VIA)
+        ops.update_conversation(m, phone, cid, archive=True, via=VIA)
         return redirect(f"{here}?done=archived", 303)
     if action.name == "forget-summary":
-        ops.clear_summary(m, phone, conversation_id, via=VIA)
+        ops.clear_summary(m, phone, cid, via=VIA)
         return redirect(f"{here}?done=summary-forgotten", 303)
     if action.name == "reset":
         ops.reset_number(m, phone, via=VIA)
@@ -323,7 +326,7 @@ def _perform(
     listing = url_for("console.conversations")
     if action.name in ("delete", "hard-delete"):
         hard = action.name == "hard-delete"
-        ops.delete_conversation(m, phone, conversation_id, hard=hard, via=VIA)
+        ops.delete_conversation(m, phone, cid, hard=hard, via=VIA)
         return redirect(f"{listing}?done={'hard-deleted' if hard else 'deleted'}", 303)
     if action.name == "erase":
         ops.erase_number(m, phone, via=VIA)

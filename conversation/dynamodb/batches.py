@@ -81,8 +81,8 @@ class Batches:
             positions = keys.batch_positions(messages[0].timestamp, len(messages))
         cid = conversation_id
         for number, chunk in enumerate(chunks):
-            first = counters if number == 0 else None
-            self._append_chunk(user_id, messages, chunk, positions, cid, create, first)
+            settle = counters if number == 0 else None
+            self._append_chunk(user_id, messages, chunk, positions, cid, create, settle)
             cid = messages[chunk[0]].conversation_id
         return messages
 

@@ -132,7 +132,7 @@ class Table:
         self.max_item_bytes = max_item_bytes
         self._client = client
         self._owns_client = client is None
-        self._client_args = {
+        self._client_args: dict[str, Any] = {
             "endpoint_url": endpoint_url,
             "region_name": region_name,
             "max_retries": max_retries,
