@@ -12,7 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import load_config
 from app.logutil import log_formatter
+from app.services import Services, attach
 from conversation import ConversationManager, DynamoDBStorage
+from conversation.store import ConversationStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         hops = settings["TRUST_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    storage = settings.get("STORAGE") or DynamoDBStorage(
+    storage: ConversationStore = settings.get("STORAGE") or DynamoDBStorage(
         settings["DYNAMODB_TABLE_NAME"],
         endpoint_url=settings["AWS_ENDPOINT_URL"],
         region_name=settings["AWS_REGION"],
@@ -45,17 +47,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         read_timeout=settings["DYNAMODB_READ_TIMEOUT"],
         max_retries=settings["DYNAMODB_MAX_RETRIES"],
     )
-    app.extensions["dadacat.storage"] = storage
-    app.extensions["dadacat.manager"] = settings.get("MANAGER") or ConversationManager(
-        storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
-    )
+    attach(app, build_services(settings, storage))
 
-    from app import api, body_limit, cli, console, devphone, memory, metrics, persona, webhook
+    from app import api, body_limit, cli, console, devphone, metrics, webhook
 
     body_limit.init_app(app)
-    persona.init_app(app)
     webhook.init_app(app)
-    memory.init_app(app)
     api.init_app(app)
     cli.init_app(app)
     devphone.init_app(app)
@@ -68,6 +65,38 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "Use this only for local experiments."
         )
     return app
+
+
+def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> Services:
+    """Build every collaborator once, from the settings (or take the injected ones)."""
+    from twilio.request_validator import RequestValidator
+
+    from app.bounded import Bounded
+    from app.limits import Limits
+    from app.memory import build_keeper
+    from app.metrics import build_metrics
+    from app.persona import build_responders
+    from conversation.daily_stats import DailyStats
+    from conversation.operator_sessions import OperatorSessions
+
+    responder, offline = build_responders(settings)
+    limits = settings.get("LIMITS") or Limits.from_config(storage, settings)
+    return Services(
+        storage=storage,
+        manager=settings.get("MANAGER") or ConversationManager(
+            storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
+        ),
+        responder=responder,
+        offline_responder=offline,
+        limits=limits,
+        daily_stats=DailyStats(storage),
+        bounded=Bounded(),
+        validator=(RequestValidator(settings["TWILIO_AUTH_TOKEN"])
+                   if settings["TWILIO_VALIDATE_SIGNATURE"] else None),
+        memory=build_keeper(settings, storage, responder, limits),
+        metrics=build_metrics(settings, storage),
+        console_sessions=OperatorSessions(storage) if settings.get("ADMIN_API_TOKEN") else None,
+    )
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

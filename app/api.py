@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from app import operations as ops
 from app.openapi import build_document
 from app.operations import OperatorError, check_conversation_id, check_number
+from app.services import services
 from conversation import (
     Conversation,
     ConversationManager,
@@ -117,7 +118,7 @@ def _no_store(response):
 
 
 def _manager() -> ConversationManager:
-    return current_app.extensions["dadacat.manager"]
+    return services().manager
 
 
 def _limit(default: int) -> int:

@@ -10,13 +10,20 @@ from functools import wraps
 from typing import Any
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from app.api import conversation_json, message_json
 from app.logutil import mask_number
 from app.operations import NUMBER_RULE, is_valid_number, summary_view
-from conversation import ConversationManager, ConversationNotFound, InvalidCursor, StorageError
+from app.services import services
+from conversation import (
+    ConversationManager,
+    ConversationNotFound,
+    DynamoDBStorage,
+    InvalidCursor,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ def conversations() -> None:
 
 
 def _manager() -> ConversationManager:
-    return current_app.extensions["dadacat.manager"]
+    return services().manager
 
 
 def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -75,7 +82,9 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON inste
 @_store_errors
 def init_db() -> None:
     """Create the DynamoDB table, its activity index and TTL setting if missing."""
-    storage = current_app.extensions["dadacat.storage"]
+    storage = services().storage
+    if not isinstance(storage, DynamoDBStorage):
+        raise click.ClickException(f"init-db creates a DynamoDB table; this app stores in {storage!r}")
     created = storage.create_table()
     state = "created" if created else "already exists"
     click.echo(f"table {storage.table_name}: {state}")

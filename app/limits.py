@@ -12,12 +12,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from conversation.models import Message, parse_iso
+from conversation.store import Coordination
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Limits:
 
     def __init__(
         self,
-        storage: Any,
+        storage: Coordination,
         *,
         per_minute: int = 0,
         per_day: int = 0,
@@ -83,7 +84,7 @@ class Limits:
         self.clock = clock
 
     @classmethod
-    def from_config(cls, storage: Any, config: Any) -> Limits:
+    def from_config(cls, storage: Coordination, config: Mapping[str, Any]) -> Limits:
         """Build the limits described by the app's settings."""
         return cls(
             storage,
@@ -192,7 +193,7 @@ class TurnLease:
     mid-turn blocks its number only that long.
     """
 
-    def __init__(self, storage: Any, number: str, seconds: float, owner: str | None = None) -> None:
+    def __init__(self, storage: Coordination, number: str, seconds: float, owner: str | None = None) -> None:
         self.storage = storage
         self.number = number
         self.seconds = seconds

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from app.limits import Limits
 from conversation import StorageError
 from conversation.memory import MemoryPolicy, update_summary
+from conversation.store import ConversationStore
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,8 @@ CLAIM_SECONDS = 90.0
 class MemoryKeeper:
     """Schedules summary updates on at most ``workers`` threads, ``max_pending`` queued."""
 
-    def __init__(self, storage: Any, responder: Any, policy: MemoryPolicy, *, limits: Any = None,
-                 workers: int = 2, max_pending: int = 64) -> None:
+    def __init__(self, storage: ConversationStore, responder: Any, policy: MemoryPolicy, *,
+                 limits: Limits | None = None, workers: int = 2, max_pending: int = 64) -> None:
         self.storage = storage
         self.responder = responder
         self.policy = policy
@@ -90,7 +93,7 @@ class MemoryKeeper:
         text, tokens = self.responder.summarise(
             messages, max_tokens=max_tokens, timeout=SUMMARY_TIMEOUT_SECONDS
         )
-        if reservation is not None:
+        if reservation is not None and self.limits is not None:
             self.limits.settle(reservation, tokens)
         return text, tokens
 
@@ -107,11 +110,11 @@ class MemoryKeeper:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def init_app(app: Any) -> None:
+def build_keeper(
+    config: Mapping[str, Any], storage: ConversationStore, responder: Any, limits: Limits | None
+) -> MemoryKeeper | None:
     """Build the keeper when the summary is on and a model can write it (None otherwise)."""
-    config = app.config
-    responder = app.extensions.get("dadacat.responder")
-    keeper = config.get("MEMORY_KEEPER")
+    keeper: MemoryKeeper | None = config.get("MEMORY_KEEPER")
     if keeper is None and config["MEMORY_SUMMARY"] and hasattr(responder, "summarise"):
         policy = MemoryPolicy(
             window_messages=config["HISTORY_MAX_MESSAGES"],
@@ -119,6 +122,5 @@ def init_app(app: Any) -> None:
             update_every=config["MEMORY_UPDATE_EVERY"],
             max_chars=config["MEMORY_SUMMARY_MAX_CHARS"],
         )
-        keeper = MemoryKeeper(app.extensions["dadacat.storage"], responder, policy,
-                              limits=app.extensions.get("dadacat.limits"))
-    app.extensions["dadacat.memory"] = keeper
+        keeper = MemoryKeeper(storage, responder, policy, limits=limits)
+    return keeper

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
+
+from app.services import services
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class _Budget:
 def observe_turn(outcome: str, total_ms: float, marks: dict[str, float], details: dict[str, Any],
                  figures: dict[str, int]) -> None:
     """Count one answered text, when metrics are on."""
-    metrics: Metrics | None = current_app.extensions.get("dadacat.metrics")
+    metrics = services().metrics
     if metrics is not None:
         metrics.observe_turn(outcome, total_ms, marks, details, figures)
 
@@ -179,30 +181,43 @@ def scrape() -> Response:
         return response
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    metrics: Metrics = current_app.extensions["dadacat.metrics"]
-    body = metrics.exposition(current_app.extensions.get("dadacat.limits"))
+    found = services()
+    assert found.metrics is not None  # the route exists only when metrics are on
+    body = found.metrics.exposition(found.limits)
     return Response(body, status=200, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _enter() -> None:
     if request.endpoint == SMS_ENDPOINT:
-        current_app.extensions["dadacat.metrics"].in_flight.inc()
+        _metrics().in_flight.inc()
 
 
 def _leave(_exc: BaseException | None) -> None:
     if request.endpoint == SMS_ENDPOINT:
-        current_app.extensions["dadacat.metrics"].in_flight.dec()
+        _metrics().in_flight.dec()
+
+
+def _metrics() -> Metrics:
+    metrics = services().metrics
+    assert metrics is not None  # the hooks exist only when metrics are on
+    return metrics
+
+
+def build_metrics(config: Mapping[str, Any], storage: Any) -> Metrics | None:
+    """The metrics when METRICS_ENABLED (watching the store's DynamoDB client, if any); else None."""
+    if not config["METRICS_ENABLED"]:
+        return None
+    metrics = Metrics()
+    client = getattr(storage, "client", None)
+    if client is not None and hasattr(client, "meta"):
+        metrics.watch_dynamodb(client)
+    return metrics
 
 
 def init_app(app: Flask) -> None:
-    """Build the metrics and serve /metrics when METRICS_ENABLED; otherwise add nothing (404)."""
-    if not app.config["METRICS_ENABLED"]:
+    """Serve /metrics when METRICS_ENABLED; otherwise add nothing (404)."""
+    if services(app).metrics is None:
         return
-    metrics = Metrics()
-    app.extensions["dadacat.metrics"] = metrics
-    client = getattr(app.extensions["dadacat.storage"], "client", None)
-    if client is not None and hasattr(client, "meta"):
-        metrics.watch_dynamodb(client)
     app.before_request(_enter)
     app.teardown_request(_leave)
     app.register_blueprint(bp)

@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Re-exported: the webhook, scripts and tests import these from here.
 __all__ = ["LAST_RESORT", "OFFLINE_MODEL", "OfflineResponder", "OpenAIResponder", "Reply",
-           "Responder", "clip", "init_app", "load_system_prompt"]
+           "Responder", "build_responders", "clip", "load_system_prompt"]
 
 PROMPT_FILE = Path(__file__).with_name("persona_prompt.txt")
 
@@ -403,9 +403,8 @@ def _retry_after(response: Any) -> float | None:
 # --- wiring ------------------------------------------------------------------------------
 
 
-def init_app(app) -> None:
-    """Put the configured responder and an offline one in ``app.extensions``."""
-    config = app.config
+def build_responders(config: Mapping[str, Any]) -> tuple[Responder, Responder]:
+    """The configured responder and the offline one that stands in for it."""
     max_chars = int(config.get("REPLY_MAX_CHARS") or 306)
     offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
         seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
@@ -443,5 +442,4 @@ def init_app(app) -> None:
                 "answers every text. Set OPENAI_API_KEY (and OPENAI_MODEL, optionally "
                 "OPENAI_BASE_URL) to turn them on.%s", hint,
             )
-    app.extensions["dadacat.responder"] = responder
-    app.extensions["dadacat.offline_responder"] = offline
+    return responder, offline

@@ -23,12 +23,21 @@ from app.bounded import Bounded, OutOfTime
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
+from app.replies import Responder
+from app.services import services
 from app.signed_form import InvalidText, text_sid
 from app.sms import MAX_BODY_CHARS, count_segments, fit_reply, parse_command, truncate
 from app.xmltext import xml_safe
-from conversation import ConversationError, StorageError, StorageUnavailable, check_user_id, window
+from conversation import (
+    ConversationError,
+    ConversationManager,
+    StorageError,
+    StorageUnavailable,
+    check_user_id,
+    window,
+)
 from conversation.daily_stats import DailyStats
-from conversation.models import Message
+from conversation.models import Conversation, Message
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +209,7 @@ class Turn:
         """Log the one INFO line for this request (never the body) and return the response."""
         if outcome not in ("store_failed", "error"):  # the store is in trouble: no extra write
             if self.figures or self.latency_ms is not None:
-                stats, turn = _ext("daily_stats"), Turn(sid=self.sid, figures=dict(self.figures),
+                stats, turn = services().daily_stats, Turn(sid=self.sid, figures=dict(self.figures),
                                                         latency_ms=self.latency_ms)
                 self.after.append(lambda: add_figures(stats, turn))
         total_ms = (time.monotonic() - self.started) * 1000
@@ -234,7 +243,7 @@ def inbound_sms() -> Response:
         return answer_text(turn)
     finally:
         if turn.after:
-            _ext("bounded").later(f"sms sid={turn.sid}", turn.run_after)
+            services().bounded.later(f"sms sid={turn.sid}", turn.run_after)
 
 
 def answer_text(turn: Turn) -> Response:
@@ -247,7 +256,7 @@ def answer_text(turn: Turn) -> Response:
         log.warning("sms rejected as malformed: %s", exc)
         return turn.finish("bad_request", plain(400, f"bad request: {exc}"))
     turn.sid, turn.number = text.sid, text.number
-    manager, limits = _ext("manager"), _ext("limits")
+    manager, limits = services().manager, services().limits
 
     if not limits.admits(text.number):
         return turn.finish("blocked", twiml())
@@ -355,7 +364,7 @@ def answer_text(turn: Turn) -> Response:
 
 def signature_ok() -> bool:
     """Check X-Twilio-Signature against the public URL Twilio called."""
-    validator: RequestValidator | None = _ext("validator")
+    validator: RequestValidator | None = services().validator
     if validator is None:  # validation turned off explicitly; warned about at start-up
         return True
     signature = request.headers.get("X-Twilio-Signature")
@@ -373,7 +382,7 @@ def public_url() -> str:
     return base.rstrip("/") + request.script_root + request.path + (f"?{query}" if query else "")
 
 
-def record_opt_out(manager: Any, text: InboundText, turn: Turn) -> None:
+def record_opt_out(manager: ConversationManager, text: InboundText, turn: Turn) -> None:
     """Record a STOP/START/HELP text and the number's opt-out state; never reach the model."""
     try:
         recorded = manager.record_user_message(
@@ -389,7 +398,7 @@ def record_opt_out(manager: Any, text: InboundText, turn: Turn) -> None:
         turn.details["store"] = "failed"
 
 
-def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[Message, bool]:
+def record_text(manager: ConversationManager, text: InboundText, command: str | None) -> tuple[Message, bool]:
     """Store the text once (idempotent on MessageSid); return it and whether it is new."""
     metadata = text.metadata()
     if command:
@@ -407,14 +416,14 @@ def record_text(manager: Any, text: InboundText, command: str | None) -> tuple[M
     return recorded.message, recorded.created
 
 
-def answer_reset(manager: Any, text: InboundText, message: Message, turn: Turn) -> Message:
+def answer_reset(manager: ConversationManager, text: InboundText, message: Message, turn: Turn) -> Message:
     """Archive the conversation and record the confirmation as the reply to the reset text."""
     manager.reset_conversation(text.number)
     return record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"}, turn=turn)
 
 
 def take_turn(
-    manager: Any, text: InboundText, message: Message, turn: Turn
+    manager: ConversationManager, text: InboundText, message: Message, turn: Turn
 ) -> tuple[TurnLease | None, list[Message]]:
     """Wait for this number's turn: hold its lease, with every earlier text answered.
 
@@ -424,7 +433,7 @@ def take_turn(
     config = current_app.config
     started = time.monotonic()
     until = started + TURN_WAIT_SHARE * (turn.deadline - started)
-    lease = TurnLease(_ext("storage"), text.number, config["TURN_LEASE_SECONDS"])
+    lease = TurnLease(services().storage, text.number, config["TURN_LEASE_SECONDS"])
     limit = config["HISTORY_MAX_MESSAGES"] + LATE_ARRIVALS
     waits = 0
     for delay in backoff_delays():
@@ -454,7 +463,7 @@ def take_turn(
 
 
 def current_state(
-    manager: Any, text: InboundText, message: Message, history: list[Message]
+    manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
 ) -> tuple[Message, Message | None]:
     """Return the text as stored now and its reply, if any, from the history read under the lease.
 
@@ -480,13 +489,13 @@ def release(lease: TurnLease, text: InboundText) -> None:
 
 
 def refuse(
-    manager: Any, text: InboundText, message: Message, notice: str | None, turn: Turn
+    manager: ConversationManager, text: InboundText, message: Message, notice: str | None, turn: Turn
 ) -> str | None:
     """Keep an over-limit text unanswered: one notice per window, then silence."""
     if notice:
         line = DAY_NOTICE if notice == "day" else MINUTE_NOTICE
         return record_reply(manager, text, message, line, {"notice": f"rate_{notice}"}, turn=turn).content
-    _ext("storage").update_message_metadata(text.number, message, {"unanswered": "rate_limited"})
+    services().storage.update_message_metadata(text.number, message, {"unanswered": "rate_limited"})
     return None
 
 
@@ -496,7 +505,7 @@ def choose_responder(
 ) -> tuple[Any, str | None, Reservation | None]:
     """Return the model responder and its budget reservation, or the offline persona once
     today's budget is spent (or reserved by calls in flight)."""
-    responder = _ext("responder")
+    responder = services().responder
     estimate = getattr(responder, "token_estimate", None)
     extra = {"summary": summary} if summary else {}  # the running summary is sent too
     tokens = (
@@ -507,7 +516,7 @@ def choose_responder(
     if reservation is not None:
         return responder, None, reservation
     log.warning("sms sid=%s: daily model budget spent; the offline persona answers", turn.sid)
-    return _ext("offline_responder"), "budget", None
+    return services().offline_responder, "budget", None
 
 
 def settle(limits: Limits, reservation: Reservation, used: int, text: InboundText) -> None:
@@ -529,14 +538,16 @@ def context_window(history: list[Message], message: Message) -> list[Message]:
     )
 
 
-def memory_header(manager: Any, text: InboundText, message: Message, history: list[Message]) -> Any:
+def memory_header(
+    manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
+) -> Conversation | None:
     """Return the conversation header with its running summary, when one may exist.
 
     A conversation shorter than the window has no summary, so the header is read
     (one GetItem) only once the window is full. A failed read means no memory this time.
     """
-    keeper = _ext("memory")
-    if keeper is None or len(history) < keeper.policy.window_messages:
+    keeper = services().memory
+    if keeper is None or len(history) < keeper.policy.window_messages or message.conversation_id is None:
         return None
     try:
         return manager.get_conversation(text.number, message.conversation_id)
@@ -545,16 +556,16 @@ def memory_header(manager: Any, text: InboundText, message: Message, history: li
         return None
 
 
-def keep_memory(header: Any, text: InboundText, turn: Turn) -> None:
+def keep_memory(header: Conversation | None, text: InboundText, turn: Turn) -> None:
     """Queue a summary update after the reply when one is due (never waits for it)."""
-    keeper = _ext("memory")
+    keeper = services().memory
     # The header was read before the reply was stored: one message more since.
-    if header is not None and keeper.policy.due(header, added=1):
+    if keeper is not None and header is not None and keeper.policy.due(header, added=1):
         queued = keeper.schedule(text.number, header.conversation_id)
         turn.details["memory"] = "queued" if queued else "pending"
 
 
-def ask(responder: Any, context: list[Message], text: InboundText, message: Message, turn: Turn,
+def ask(responder: Responder, context: list[Message], text: InboundText, message: Message, turn: Turn,
         summary: str | None = None) -> Any:
     """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
     kwargs: dict[str, Any] = {"deadline": turn.model_deadline, "media_urls": text.media_urls,
@@ -565,11 +576,11 @@ def ask(responder: Any, context: list[Message], text: InboundText, message: Mess
         return responder.reply(context, text.body, **kwargs)
     except Exception:  # the interface promises no exceptions; log loudly and answer anyway
         log.exception("sms sid=%s: responder raised; the offline persona answers", text.sid)
-        return _ext("offline_responder").reply(context, text.body, **kwargs)
+        return services().offline_responder.reply(context, text.body, **kwargs)
 
 
 def record_reply(
-    manager: Any,
+    manager: ConversationManager,
     text: InboundText,
     message: Message,
     content: str,
@@ -594,18 +605,18 @@ def record_reply(
     return recorded.message
 
 
-def rescue_reply(manager: Any, text: InboundText, message: Message | None, turn: Turn) -> str:
+def rescue_reply(manager: ConversationManager, text: InboundText, message: Message | None, turn: Turn) -> str:
     """Produce an offline reply after a failure; record it as the reply to ``message`` if given
     and there is time left before the deadline."""
     try:
-        reply = _ext("offline_responder").reply([], text.body, media_urls=text.media_urls)
+        reply = services().offline_responder.reply([], text.body, media_urls=text.media_urls)
         content = truncate(reply.text, current_app.config["REPLY_MAX_CHARS"]) or LAST_RESORT
     except Exception:  # last line of defence: the texter must hear something
         log.exception("sms sid=%s: offline persona failed too", text.sid)
         content = LAST_RESORT
     if message is not None:
         try:
-            content = _ext("bounded").run(
+            content = services().bounded.run(
                 turn.deadline, record_reply, manager, text, message, content, {"fallback": "store_failed"}
             ).content
         except (ConversationError, OutOfTime) as again:
@@ -631,11 +642,11 @@ def first_text_today(
             and not item.metadata.get("unanswered") and not item.metadata.get("command")
         ):
             return False
-    return _ext("daily_stats").first_text_today(number)
+    return services().daily_stats.first_text_today(number)
 
 
 def store_reply_in_time(
-    manager: Any, text: InboundText, message: Message, content: str,
+    manager: ConversationManager, text: InboundText, message: Message, content: str,
     metadata: dict[str, Any], counters: dict[str, int], turn: Turn,
 ) -> Message | None:
     """Store the model's reply within the time left; None when it could not be.
@@ -643,7 +654,7 @@ def store_reply_in_time(
     A reply that misses the deadline is still sent, and stored after the answer.
     """
     try:
-        recorded = _ext("bounded").run(
+        recorded = services().bounded.run(
             turn.deadline, manager.record_assistant_message,
             text.number, content, reply_to=message, metadata=metadata, counters=counters,
         )
@@ -651,7 +662,7 @@ def store_reply_in_time(
         log.error("sms sid=%s: the reply was not stored before the deadline (%s); it is sent now "
                   "and stored after the answer", text.sid, exc)
         turn.details["store"] = "late"
-        turn.after.insert(0, partial(store_late, _ext("bounded"), manager, text, message, content,
+        turn.after.insert(0, partial(store_late, services().bounded, manager, text, message, content,
                                      metadata, counters))
         return None
     if recorded.created:
@@ -660,7 +671,7 @@ def store_reply_in_time(
 
 
 def store_late(
-    bounded: Bounded, manager: Any, text: InboundText, message: Message, content: str,
+    bounded: Bounded, manager: ConversationManager, text: InboundText, message: Message, content: str,
     metadata: dict[str, Any], counters: dict[str, int],
 ) -> None:
     """Store a reply the texter already has, retrying for about a minute (idempotent)."""
@@ -679,7 +690,7 @@ def store_late(
     log.error("sms sid=%s: gave up storing the reply; the texter has it, the history does not", text.sid)
 
 
-def add_figures(stats: Any, turn: Turn) -> None:
+def add_figures(stats: DailyStats, turn: Turn) -> None:
     """Add a finished turn's figures to today's aggregates (after the answer); a failure is logged."""
     try:
         stats.add(turn.figures, latency_ms=turn.latency_ms)
@@ -692,7 +703,7 @@ def save_figures(turn: Turn) -> None:
     if not turn.figures and turn.latency_ms is None:
         return
     try:
-        _ext("daily_stats").add(turn.figures, latency_ms=turn.latency_ms)
+        services().daily_stats.add(turn.figures, latency_ms=turn.latency_ms)
     except StorageError as exc:
         log.warning("sms sid=%s: could not add to the daily figures: %s", turn.sid, exc)
         turn.details["stats"] = "failed"
@@ -716,7 +727,7 @@ def delivery_status() -> Response:
     status = (request.form.get("MessageStatus") or "").strip().lower()
     if not inbound_sid or not number or not status or not _valid_number(number):
         return plain(400, "bad request: need ?sid=, To and MessageStatus")
-    manager = _ext("manager")
+    manager = services().manager
     try:
         message = manager.get_message(number, inbound_sid)
         reply = manager.get_reply(number, message) if message else None
@@ -730,7 +741,7 @@ def delivery_status() -> Response:
         if request.form.get("ErrorCode"):
             updates["delivery_error_code"] = request.form["ErrorCode"]
         failed_now = status in FAILED_STATUSES and previous not in FAILED_STATUSES
-        _ext("storage").update_message_metadata(
+        services().storage.update_message_metadata(
             number, reply, updates, counters={"delivery_failures": 1} if failed_now else None
         )
         if failed_now:
@@ -752,15 +763,15 @@ def health() -> tuple[Response, int]:
     answered, by the offline persona); an unreachable table makes it 503.
     """
     body: dict[str, Any] = {"status": "ok"}
-    problems = getattr(_ext("responder"), "compat", None)
+    problems = getattr(services().responder, "compat", None)
     refused = problems.problems() if problems is not None else {}
     if refused:
         body["status"] = "degraded"
         body["model_errors"] = [{"model": model, "error": reason} for model, reason in refused.items()]
     try:
-        _ext("storage").ping()
+        services().storage.ping()
         body["storage"] = "ok"
-        budget = _ext("limits").budget_status()
+        budget = services().limits.budget_status()
         # Public endpoint: say whether the budget is spent, not how it is used.
         body["model_budget_spent"] = budget["spent"]
     except StorageError as exc:
@@ -806,24 +817,7 @@ def _valid_number(number: str) -> bool:
     return True
 
 
-def _ext(name: str) -> Any:
-    return current_app.extensions[f"dadacat.{name}"]
-
-
 def init_app(app: Flask) -> None:
-    """Register the webhook and health routes and build the limits and the signature validator."""
-    config = app.config
-    app.extensions["dadacat.limits"] = config.get("LIMITS") or Limits.from_config(
-        app.extensions["dadacat.storage"], config
-    )
-    app.extensions["dadacat.daily_stats"] = DailyStats(app.extensions["dadacat.storage"])
-    app.extensions["dadacat.bounded"] = Bounded()
-    app.extensions["dadacat.validator"] = (
-        RequestValidator(config["TWILIO_AUTH_TOKEN"]) if config["TWILIO_VALIDATE_SIGNATURE"] else None
-    )
-    # Until (or unless) the persona module provides responders, use injected ones.
-    for name in ("responder", "offline_responder"):
-        if app.extensions.get(f"dadacat.{name}") is None and config.get(name.upper()) is not None:
-            app.extensions[f"dadacat.{name}"] = config[name.upper()]
+    """Register the webhook and health routes."""
     app.register_blueprint(bp)
     app.register_blueprint(health_bp)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from app import create_app
+from app.services import services
 from conversation import DynamoDBStorage
 
 TOKEN = "operator-secret-token"
@@ -65,7 +66,7 @@ def app(moto_storage):
 
 @pytest.fixture
 def manager(app):
-    return app.extensions["dadacat.manager"]
+    return services(app).manager
 
 
 @pytest.fixture
@@ -116,13 +117,13 @@ EVERY_ROUTE = [
 
 def test_api_is_closed_without_a_configured_token(moto_storage):
     app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t"})
-    chat(app.extensions["dadacat.manager"], ALICE, 1)
+    chat(services(app).manager, ALICE, 1)
     for method, path in EVERY_ROUTE:
         for token in (None, "", "anything"):
             response = Api(app.test_client(), token).call(method, path)
             assert_error(response, 404, "not_found")
     # Nothing was erased or reset behind the closed door.
-    assert app.extensions["dadacat.manager"].get_message_count(ALICE) == 2
+    assert services(app).manager.get_message_count(ALICE) == 2
 
 
 def test_missing_or_wrong_token_gets_the_same_401(app, manager):
@@ -598,5 +599,5 @@ def test_unexpected_failure_is_a_json_500(app, api, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(app.extensions["dadacat.manager"], "export_user", boom)
+    monkeypatch.setattr(services(app).manager, "export_user", boom)
     assert_error(api.get(f"/numbers/{enc(ALICE)}/export"), 500, "internal_error")

@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30
 
 from app import create_app
 from app.openapi import build_document
+from app.services import services
 
 TOKEN = "fuzz-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,7 +31,7 @@ NUMBER = "+15551230000"
 def fuzz_app(moto_storage):
     """Return an app with the API open and one number holding a little history."""
     app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     for text in ("hello cat", "what is art", "meow"):
         asked = manager.add_user_message(NUMBER, text)
         manager.record_assistant_message(NUMBER, "a spoon " + text, reply_to=asked, counters={"tokens": 7})
@@ -43,7 +44,7 @@ OPERATIONS = [(method.upper(), path) for path, item in build_document()["paths"]
 
 
 def _known_path_parameters(app, path):
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     oldest = manager.list_conversations(NUMBER, limit=10).items[-1]
     known = {"number": NUMBER, "conversation_id": oldest.conversation_id}
     return {name: value for name, value in known.items() if "{" + name + "}" in path}

@@ -106,3 +106,30 @@ def test_scripts_and_tests_share_only_localpeers():
     helpers = [path for path in _sources("tests") if not path.name.startswith("test_")]
     for path in helpers:
         assert "scripts" not in _imports(path), path
+
+
+def test_app_reaches_its_collaborators_through_typed_services_not_string_keys():
+    services_module = ROOT / "app" / "services.py"
+    lookups = [
+        str(path.relative_to(ROOT))
+        for path in _sources("app")
+        if path != services_module and re.search(r"\.extensions\b|_ext\(", path.read_text())
+    ]
+    assert not lookups
+
+
+def test_one_services_object_per_app_with_the_collaborators_it_built():
+    from app import create_app
+    from app.limits import Limits
+    from app.services import Services, services
+    from conversation import ConversationManager
+    from conversation.inmemory import MemoryStore
+
+    store = MemoryStore()
+    app = create_app({"TWILIO_AUTH_TOKEN": "t" * 32, "STORAGE": store})
+    found = services(app)
+    assert isinstance(found, Services)
+    assert found.storage is store and isinstance(found.manager, ConversationManager)
+    assert isinstance(found.limits, Limits) and found.console_sessions is None
+    with app.app_context():
+        assert services() is found

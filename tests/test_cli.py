@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from app import create_app
+from app.services import services
 from conversation import ConversationManager, DynamoDBStorage
 
 ALICE = "+15551234567"
@@ -22,7 +23,7 @@ def app(moto_storage):
 
 @pytest.fixture
 def manager(app):
-    return app.extensions["dadacat.manager"]
+    return services(app).manager
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import re
 import pytest
 
 from app import create_app
+from app.services import services
 from localpeers.fake_openai import FakeOpenAI
 from tests.twilio_helpers import AUTH_TOKEN, Texter
 
@@ -179,7 +180,7 @@ def test_every_form_needs_the_sessions_csrf_token(app, console):
     other.sign_in()
     other_csrf = hidden(other.last_html, "csrf")
     assert console.client.post(ref + "/erase", data={"csrf": other_csrf}).status_code == 400
-    assert app.extensions["dadacat.manager"].list_conversations(ALICE).items  # nothing erased
+    assert services(app).manager.list_conversations(ALICE).items  # nothing erased
 
 
 # ----------------------------------------------------------------- the pages
@@ -212,7 +213,7 @@ def test_the_filter_takes_the_number_in_a_post_and_never_puts_it_in_a_url(app, c
 
 def test_the_filter_finds_a_whatsapp_sender_and_an_agent_session(app, console):
     text(app, "whatsapp:+15551230009", "over whatsapp")
-    app.extensions["dadacat.manager"].add_user_message("agent:chat-1", "from an agent")
+    services(app).manager.add_user_message("agent:chat-1", "from an agent")
     console.get("/console/")
     senders = (("whatsapp:+15551230009", "whatsapp:+15*******09"), ("agent:chat-1", "agent:cha*-1"))
     for sender, masked in senders:
@@ -224,7 +225,7 @@ def test_the_filter_finds_a_whatsapp_sender_and_an_agent_session(app, console):
 
 
 def test_the_list_pages_with_sealed_cursors(app, console):
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     for index in range(27):
         manager.add_user_message(f"+1555999{index:04d}", f"text {index}")
     first = console.get("/console/").get_data(as_text=True)
@@ -294,7 +295,7 @@ def test_actions_ask_for_confirmation_first(app, console):
         confirm = console.get(f"{ref}/{name}")
         body = confirm.get_data(as_text=True)
         assert confirm.status_code == 200 and '<form method="post">' in body and ">Back</a>" in body, name
-    assert app.extensions["dadacat.manager"].list_conversations(ALICE).items[0].is_active
+    assert services(app).manager.list_conversations(ALICE).items[0].is_active
 
 
 def test_rename_archive_and_reset(app, console):
@@ -312,7 +313,7 @@ def test_rename_archive_and_reset(app, console):
     again = console.post(ref + "/archive")
     assert again.status_code == 409 and "already archived" in again.get_data(as_text=True)
     text(app, ALICE, "a new start")
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     assert manager.get_user_state(ALICE)["active_conversation_id"]
     console.get(ref + "/reset")
     console.follow(console.post(ref + "/reset"))
@@ -336,7 +337,7 @@ def test_export_downloads_everything_for_the_number(app, console):
 def test_soft_and_hard_delete_remove_the_conversation_from_the_list(app, console):
     text(app, ALICE, "soft")
     text(app, BOB, "hard")
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     for number, name, done in ((ALICE, "delete", "deleted."), (BOB, "hard-delete", "deleted for good.")):
         _, ref = open_conversation(console, number)
         console.get(f"{ref}/{name}")
@@ -358,7 +359,7 @@ def test_erasing_a_number_removes_everything_and_it_is_gone_from_the_list(app, c
         listing = console.follow(console.post(ref + "/erase")).get_data(as_text=True)
     assert "Everything stored for the number was erased." in listing
     assert "+15*******01" not in listing and "+44********22" in listing
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     assert manager.export_user(ALICE)["conversations"] == []
     # The same operation as the API, audited the same way, numbers masked.
     (line,) = [r.getMessage() for r in caplog.records if "operator erase" in r.getMessage()]
@@ -393,7 +394,7 @@ def test_the_dashboard_charts_the_stored_daily_figures(app, console):
     text(app, ALICE, "one")
     text(app, ALICE, "two")
     text(app, BOB, "three")
-    assert app.extensions["dadacat.bounded"].drain()  # figures are added after each answer
+    assert services(app).bounded.drain()  # figures are added after each answer
     page = console.get("/console/dashboard").get_data(as_text=True)
     totals = dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", page))
     assert totals["texts"] == "3" and totals["replies"] == "3"
@@ -426,7 +427,7 @@ def test_long_conversations_page_their_messages(app, console, monkeypatch):
     from app.console import views
 
     monkeypatch.setattr(views, "MESSAGES_PER_PAGE", 3)
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     for index in range(4):
         manager.add_user_message(ALICE, f"line {index}")
     page, ref = open_conversation(console, ALICE)
@@ -447,7 +448,7 @@ def test_references_die_with_the_operator_token(moto_storage):
         return app, console
 
     app, old = signed_in("old-token")
-    app.extensions["dadacat.manager"].add_user_message(ALICE, "hello")
+    services(app).manager.add_user_message(ALICE, "hello")
     _, ref = open_conversation(old, ALICE)
     _, new = signed_in("new-token")
     assert new.get(ref).status_code == 404
@@ -461,8 +462,8 @@ def test_references_die_with_the_operator_token(moto_storage):
 
 def test_the_conversation_shows_its_running_summary_and_can_forget_it(app, console):
     text(app, ALICE, "my name is Zed")
-    manager = app.extensions["dadacat.manager"]
-    storage = app.extensions["dadacat.storage"]
+    manager = services(app).manager
+    storage = services(app).storage
     cid = manager.list_conversations(ALICE).items[0].conversation_id
     first = storage.messages_after(ALICE, cid, None, 1)[0]
     assert storage.claim_summary(ALICE, cid, "t", 30, upto=None)

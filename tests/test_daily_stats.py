@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app import create_app
+from app.services import services
 from conversation.daily_stats import FIGURES, DailyStats, DayStats, latency_bucket
 from tests.faults import CallRecorder
 from tests.twilio_helpers import AUTH_TOKEN, Texter
@@ -102,8 +103,8 @@ def test_the_webhook_adds_each_turn_to_todays_figures(moto_storage, per_day):
     bob.text("reset")
     bob.status("SM" + "b" * 32, "undelivered", ErrorCode="30007")
     bob.status("SM" + "b" * 32, "failed")  # still one failure
-    assert app.extensions["dadacat.bounded"].drain()  # figures are added after each answer
-    (today,) = app.extensions["dadacat.daily_stats"].read(1)
+    assert services(app).bounded.drain()  # figures are added after each answer
+    (today,) = services(app).daily_stats.read(1)
     assert today["texts"] == 4
     assert today["replies"] == 4  # three model replies and one reset confirmation
     assert today["active_numbers"] == 2

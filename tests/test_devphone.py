@@ -10,6 +10,7 @@ from app import create_app
 from app.config import ConfigError, load_config
 from app.devphone import BOT_NUMBER
 from app.persona import OfflineResponder
+from app.services import services
 from app.webhook import RESET_CONFIRMATION
 from tests.twilio_helpers import AUTH_TOKEN
 
@@ -78,7 +79,7 @@ def test_a_text_goes_through_the_signed_webhook_and_both_sides_come_back(app, cl
     me, bot = data["messages"]
     assert (me["role"], me["text"], me["encoding"], me["segments"]) == ("user", "hello cat", "GSM-7", 1)
     assert bot["role"] == "assistant" and bot["text"]
-    history = app.extensions["dadacat.manager"].get_history(NUMBER)
+    history = services(app).manager.get_history(NUMBER)
     assert [(m.message_id, m.content) for m in history] == [(me["id"], "hello cat"), (bot["id"], bot["text"])]
     assert history[0].metadata["channel"] == "sms"
 
@@ -90,7 +91,7 @@ def test_the_webhook_checks_the_dev_phones_signature(storage):
     app.config["TWILIO_AUTH_TOKEN"] = "not-the-token-the-validator-uses"
     data = send(app.test_client(), "hello").get_json()
     assert data["webhook_status"] == 403 and "messages" not in data
-    assert app.extensions["dadacat.manager"].get_history(NUMBER) == []
+    assert services(app).manager.get_history(NUMBER) == []
 
 
 def test_signed_for_the_public_url_behind_a_proxy(storage):
@@ -104,7 +105,7 @@ def test_signed_for_the_public_url_behind_a_proxy(storage):
 def test_a_picture_url_travels_as_mms_fields(app, client):
     data = send(client, "look", media_url="https://example.com/cat.png").get_json()
     assert data["messages"][0]["media"] == ["https://example.com/cat.png"]
-    stored = app.extensions["dadacat.manager"].get_history(NUMBER)[0]
+    stored = services(app).manager.get_history(NUMBER)[0]
     assert stored.media_urls == ["https://example.com/cat.png"]
     assert stored.metadata["media_content_types"] == ["image/png"]
     assert stored.message_id.startswith("MM")
@@ -134,7 +135,7 @@ def test_other_sites_cannot_text_through_the_dev_phone(app, client):
     forged = client.post("/dev-phone/api/send", json={"number": NUMBER, "body": "forged"},
                          headers={"Origin": "https://evil.example"})
     assert forged.status_code == 400
-    assert app.extensions["dadacat.manager"].get_history(NUMBER) == []
+    assert services(app).manager.get_history(NUMBER) == []
     same = client.post("/dev-phone/api/send", json={"number": NUMBER, "body": "mine"},
                        headers={"Origin": "http://localhost"})
     assert same.status_code == 200
@@ -162,7 +163,7 @@ def test_reset_answers_with_the_confirmation(client):
 
 def test_the_inbox_shows_replies_stored_later(app, client):
     send(client, "hello")
-    app.extensions["dadacat.manager"].add_assistant_message(NUMBER, "a later purr, sent by REST")
+    services(app).manager.add_assistant_message(NUMBER, "a later purr, sent by REST")
     inbox = client.post("/dev-phone/api/inbox", json={"number": NUMBER}).get_json()
     assert [m["text"] for m in inbox["messages"]][-1] == "a later purr, sent by REST"
     assert inbox["opted_out"] is False

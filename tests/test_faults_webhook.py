@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app import create_app
+from app.services import services
 from conversation import DynamoDBStorage
 from localpeers.dynamodb_local import DynamoDBLocal
 from localpeers.fake_openai import FakeOpenAI, hang, reply, status
@@ -69,7 +70,7 @@ def test_dynamodb_throttling_is_retried_and_the_turn_completes(local_storage, fa
     assert (throttled.injected, broken.injected) == (2, 1)
     assert response.status_code == 200
     assert twiml_bodies(response.data) == ["a throttled purr"]
-    texts, replies = stored(app.extensions["dadacat.manager"])
+    texts, replies = stored(services(app).manager)
     assert [t.content for t in texts] == ["are you there?"]
     assert [r.content for r in replies] == ["a throttled purr"]
     assert len(fake.requests) == 1
@@ -115,7 +116,7 @@ def test_model_errors_fall_back_within_the_deadline(local_storage, fake, failure
     response = texter.text("anyone?")
     assert time.monotonic() - started < DEADLINE + 1.5
     assert twiml_bodies(response.data) == ["second cat speaks"]
-    texts, replies = stored(app.extensions["dadacat.manager"])
+    texts, replies = stored(services(app).manager)
     assert len(texts) == len(replies) == 1
     assert replies[0].metadata["model"] == "cat-2"
     assert [m for m in fake.models][-1] == "cat-2"
@@ -131,7 +132,7 @@ def test_model_that_never_answers_gets_an_offline_reply_within_the_deadline(loca
     assert elapsed < DEADLINE + 1.5
     (answer,) = twiml_bodies(response.data)
     assert answer.strip()
-    texts, replies = stored(app.extensions["dadacat.manager"])
+    texts, replies = stored(services(app).manager)
     assert len(texts) == len(replies) == 1
     assert replies[0].content == answer
     assert replies[0].metadata["fallback"] in ("offline", "error")
@@ -155,10 +156,10 @@ def test_retry_storm_calls_the_model_once_and_stores_once(local_storage, fake):
     assert [r.status_code for r in responses] == [200] * 5
     assert [twiml_bodies(r.data) for r in responses] == [["one answer for five knocks"]] * 5
     assert len(fake.requests) == 1
-    texts, replies = stored(app.extensions["dadacat.manager"])
+    texts, replies = stored(services(app).manager)
     assert [t.message_id for t in texts] == [sid]
     assert [r.reply_to for r in replies] == [sid]
-    conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
+    conversation = services(app).manager.get_or_create_conversation(NUMBER)
     assert conversation.message_count == 2
 
 
@@ -208,7 +209,7 @@ def test_hanging_dynamodb_with_default_settings_answers_within_twilios_deadline(
         try:
             response = texter.text("is anyone home?", sid=sid)
         finally:
-            app.extensions["dadacat.storage"].close()
+            services(app).storage.close()
         elapsed = time.monotonic() - started
     assert silent.accepted  # the store really tried
     assert response.status_code == 200
@@ -225,10 +226,10 @@ def test_a_steady_turn_makes_seven_dynamodb_requests(local_storage, fake):
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(3):
         texter.text(f"warm up {index}")
-    assert app.extensions["dadacat.bounded"].drain()
+    assert services(app).bounded.drain()
     with CallRecorder(local_storage.client) as recorder:
         response = texter.text("count my requests")
-        assert app.extensions["dadacat.bounded"].drain()  # the last two come after the answer
+        assert services(app).bounded.drain()  # the last two come after the answer
     assert twiml_bodies(response.data) == [fake.default.text]
     assert recorder.operations == [
         "GetItem", "TransactWriteItems", "PutItem", "Query", "TransactWriteItems", "UpdateItem",
@@ -251,7 +252,7 @@ def test_token_budget_is_overshot_by_at_most_one_call_under_concurrency(local_st
     with ThreadPoolExecutor(30) as pool:
         responses = list(pool.map(send, range(30)))
     assert all(len(twiml_bodies(r.data)) == 1 for r in responses)
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     usages = []
     for index in range(30):
         _, replies = stored(manager, f"+1555000{index:04d}")
@@ -259,8 +260,8 @@ def test_token_budget_is_overshot_by_at_most_one_call_under_concurrency(local_st
     assert len(usages) == len(fake.requests) >= 1
     assert sum(usages) <= 30 + max(usages), f"{len(usages)} calls spent {sum(usages)} tokens"
     # What was reserved was settled to what was used (after the answers).
-    assert app.extensions["dadacat.bounded"].drain()
-    assert app.extensions["dadacat.limits"].tokens_today() == sum(usages)
+    assert services(app).bounded.drain()
+    assert services(app).limits.tokens_today() == sum(usages)
 
 
 def test_dynamodb_frozen_during_the_model_call_still_answers_in_time_and_loses_nothing(fake):
@@ -285,7 +286,7 @@ def test_dynamodb_frozen_during_the_model_call_still_answers_in_time_and_loses_n
             "REPLY_DEADLINE_SECONDS": 12.0,
             "DAILY_TOKEN_BUDGET": 1_000_000,
         })
-        storage, bounded = app.extensions["dadacat.storage"], app.extensions["dadacat.bounded"]
+        storage, bounded = services(app).storage, services(app).bounded
         texter = Texter(app.test_client(), number=NUMBER)
         try:
             assert twiml_bodies(texter.text("warm up").data) == [fake.default.text]
@@ -310,12 +311,12 @@ def test_dynamodb_frozen_during_the_model_call_still_answers_in_time_and_loses_n
             assert elapsed < 15, f"Twilio gives up after 15 s; this took {elapsed:.1f} s"
 
             assert bounded.drain(timeout=90)
-            manager = app.extensions["dadacat.manager"]
+            manager = services(app).manager
             replies = [manager.get_reply(NUMBER, m) for m in manager.get_history(NUMBER) if m.role == "user"]
             assert [r.content for r in replies] == [fake.default.text, "a slow purr from a frozen world"]
             assert replies[1].reply_to == sid
             used = sum(r.metadata["usage"]["total_tokens"] for r in replies)
-            assert app.extensions["dadacat.limits"].tokens_today() == used
+            assert services(app).limits.tokens_today() == used
             assert storage.acquire_lease(NUMBER, "the-next-text", 5)  # the lease was given back
         finally:
             bounded.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
+from app.services import services
 from app.sms import GSM7, UCS2, count_segments, fit_reply, to_gsm7
 from localpeers.fake_openai import FakeOpenAI, reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
@@ -69,7 +70,7 @@ def test_the_webhook_stores_the_normalised_reply_with_its_encoding_and_segments(
         second = twiml_bodies(texter.text("again").data)
     assert first == ['"prrt" - the box is a server... it\'s warm in here, human. purr, the fan hums.']
     assert second == ["warm \U0001F63A it\u2019s"]
-    replies = [m for m in app.extensions["dadacat.manager"].get_history(NUMBER, 10) if m.role == "assistant"]
+    replies = [m for m in services(app).manager.get_history(NUMBER, 10) if m.role == "assistant"]
     assert replies[0].metadata["encoding"] == GSM7 and replies[0].metadata["segments"] == 1
     assert replies[0].metadata["gsm7_replaced"] == 5 and replies[0].metadata["segments_before_gsm7"] == 2
     assert replies[1].metadata["encoding"] == UCS2 and "gsm7_replaced" not in replies[1].metadata

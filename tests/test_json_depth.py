@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
+from app.services import services
 
 TOKEN = "op-token"
 NUMBER = "+15551234567"
@@ -24,7 +25,7 @@ def make_app(moto_storage):
 
 
 def patch(app, body: bytes):
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     manager.add_user_message(NUMBER, "hello")
     conversation = manager.get_or_create_conversation(NUMBER).conversation_id
     return app.test_client().patch(

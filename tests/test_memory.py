@@ -11,6 +11,7 @@ import pytest
 
 from app import create_app
 from app.persona import OpenAIResponder
+from app.services import services
 from conversation.memory import SUMMARY_PREFIX, MemoryPolicy, update_summary
 from localpeers.fake_openai import FakeOpenAI, is_summary_request, keep_lines_summary, reply, status
 from tests.faults import CallRecorder
@@ -50,7 +51,7 @@ def summary_requests(fake):
 
 def chat(app, texts, start=0):
     texter = Texter(app.test_client(), number=NUMBER)
-    keeper = app.extensions["dadacat.memory"]
+    keeper = services(app).memory
     for index in range(start, start + texts):
         response = texter.text(FACT if index == 0 else f"text {index}: the weather is fine")
         assert response.status_code == 200
@@ -61,7 +62,7 @@ def chat(app, texts, start=0):
 def test_a_fact_from_the_first_text_reaches_the_model_at_message_200_and_not_after_reset(storage, fake):
     app = build_app(storage, fake)
     texter = chat(app, 100)  # 100 texts and 100 replies: the last request is at message 200
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     conversation = manager.get_or_create_conversation(NUMBER)
     assert conversation.message_count == 200
     last = reply_requests(fake)[-1]["messages"]
@@ -94,7 +95,7 @@ def test_the_prompt_stays_flat_as_the_conversation_grows(storage, fake):
 
 def test_without_memory_the_fact_is_forgotten(storage, fake):
     app = build_app(storage, fake, MEMORY_SUMMARY=False)
-    assert app.extensions["dadacat.memory"] is None
+    assert services(app).memory is None
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(30):
         texter.text(FACT if index == 0 else f"text {index}")
@@ -104,7 +105,7 @@ def test_without_memory_the_fact_is_forgotten(storage, fake):
 
 def test_a_failing_model_keeps_the_previous_summary(storage, fake):
     app = build_app(storage, fake)
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     fake.handler = None
     fake.model_default("cat-1", reply("purr"))
 
@@ -127,8 +128,8 @@ def test_a_failing_model_keeps_the_previous_summary(storage, fake):
 
 def test_two_instances_never_summarise_the_same_messages(storage, fake):
     first, second = build_app(storage, fake), build_app(storage, fake)
-    keeper_a, keeper_b = first.extensions["dadacat.memory"], second.extensions["dadacat.memory"]
-    manager = first.extensions["dadacat.manager"]
+    keeper_a, keeper_b = services(first).memory, services(second).memory
+    manager = services(first).manager
     for index in range(24):
         manager.add_user_message(NUMBER, f"text {index}")
     cid = manager.get_or_create_conversation(NUMBER).conversation_id
@@ -163,16 +164,16 @@ def test_the_reply_does_not_wait_for_the_summary(storage, fake):
     response = texter.text("one more")
     # The answer is back while the summary request is still held by the model.
     assert twiml_bodies(response.data)
-    assert not app.extensions["dadacat.memory"].wait(0)
+    assert not services(app).memory.wait(0)
     release.set()
-    assert app.extensions["dadacat.memory"].wait(30)
-    assert app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER).summary is not None
+    assert services(app).memory.wait(30)
+    assert services(app).manager.get_or_create_conversation(NUMBER).summary is not None
 
 
 def test_the_offline_persona_works_without_a_summary(storage):
     app = create_app({"STORAGE": storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OFFLINE_PERSONA_SEED": 3,
                       "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0})
-    assert app.extensions["dadacat.memory"] is None
+    assert services(app).memory is None
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(25):
         response = texter.text(f"text {index}")
@@ -253,11 +254,11 @@ def test_the_token_reservation_counts_the_summary(fake):
 
 def test_summaries_respect_the_daily_model_budget(storage, fake):
     app = build_app(storage, fake, DAILY_MODEL_CALL_BUDGET=1)
-    manager = app.extensions["dadacat.manager"]
+    manager = services(app).manager
     for index in range(24):
         manager.add_user_message(NUMBER, f"text {index}")
     cid = manager.get_or_create_conversation(NUMBER).conversation_id
-    assert app.extensions["dadacat.limits"].reserve_model_call() is not None  # today's one call
-    keeper = app.extensions["dadacat.memory"]
+    assert services(app).limits.reserve_model_call() is not None  # today's one call
+    keeper = services(app).memory
     assert keeper.update(NUMBER, cid) == "failed"
     assert summary_requests(fake) == [] and manager.get_summary(NUMBER, cid) is None

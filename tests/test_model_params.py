@@ -14,6 +14,7 @@ import pytest
 
 from app import create_app
 from app.persona import OFFLINE_MODEL, OfflineResponder, OpenAIResponder
+from app.services import services
 from localpeers.fake_openai import FakeOpenAI, reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 
@@ -85,9 +86,9 @@ def test_a_model_refusing_both_parameters_is_an_error_in_the_log_and_in_health(f
         (answer,) = twiml_bodies(Texter(client, number="+15550003333").text("hi").data)
         health = client.get("/health")
     finally:
-        app.extensions["dadacat.responder"].close()
+        services(app).responder.close()
     assert answer.strip()  # the texter still hears from the (offline) cat
-    stored = app.extensions["dadacat.manager"].get_history("+15550003333")[-1]
+    stored = services(app).manager.get_history("+15550003333")[-1]
     assert stored.metadata["model"] == OFFLINE_MODEL
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("gpt-5" in line and "max_tokens" in line for line in errors), errors

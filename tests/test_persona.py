@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
-from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app import persona
 from app.config import ConfigError, load_config
 from app.persona import OfflineResponder, OpenAIResponder, Reply, load_system_prompt
+from app.services import services
 from conversation.models import Message
 from localpeers.fake_openai import FakeOpenAI, empty, hang, malformed, refusal, reply, status
 
@@ -294,20 +295,18 @@ def test_builtin_prompt_is_dadacat_and_asks_for_short_replies():
 
 
 def flask_app(**settings_):
-    """Build a bare Flask app with validated settings, as the factory would, then init persona."""
-    app = Flask(__name__)
-    app.config.update(load_config({"TWILIO_VALIDATE_SIGNATURE": False, **settings_},
-                                  environ={}, dotenv_path=None))
-    persona.init_app(app)
-    return app
+    """Build the responders from validated settings, as the factory would."""
+    config = load_config({"TWILIO_VALIDATE_SIGNATURE": False, **settings_}, environ={}, dotenv_path=None)
+    responder, offline = persona.build_responders(config)
+    return SimpleNamespace(responder=responder, offline_responder=offline)
 
 
 def test_init_app_without_a_key_answers_offline_and_says_so(caplog):
     with caplog.at_level(logging.INFO, logger="app.persona"):
         app = flask_app(OFFLINE_PERSONA_SEED=5, REPLY_MAX_CHARS=100)
-    responder = app.extensions["dadacat.responder"]
+    responder = app.responder
     assert isinstance(responder, OfflineResponder)
-    assert responder is app.extensions["dadacat.offline_responder"]
+    assert responder is app.offline_responder
     assert responder.seed == 5 and responder.max_chars == 100
     assert any("model replies are off" in r.getMessage() and "OPENAI_API_KEY" in r.getMessage()
                for r in caplog.records if r.levelno >= logging.WARNING)
@@ -319,7 +318,7 @@ def test_init_app_with_a_key_talks_to_the_configured_server(fake, tmp_path):
     app = flask_app(OPENAI_API_KEY="sk-local", OPENAI_BASE_URL=fake.base_url, OPENAI_MODEL="llama-cat",
                     OPENAI_FALLBACK_MODELS="cat-b, cat-c", REPLY_DEADLINE_SECONDS=2,
                     PERSONA_FILE=str(persona_file), REPLY_MAX_CHARS=120, HISTORY_MAX_MESSAGES=1)
-    responder = app.extensions["dadacat.responder"]
+    responder = app.responder
     try:
         assert isinstance(responder, OpenAIResponder)
         assert responder.models == ("llama-cat", "cat-b", "cat-c")
@@ -332,7 +331,7 @@ def test_init_app_with_a_key_talks_to_the_configured_server(fake, tmp_path):
         {"role": "assistant", "content": "a picture of a box. mrrp."},
         {"role": "user", "content": "woof?"},
     ]
-    assert responder.offline is app.extensions["dadacat.offline_responder"]
+    assert responder.offline is app.offline_responder
 
 
 def test_init_app_honours_injected_responders():
@@ -342,8 +341,8 @@ def test_init_app_honours_injected_responders():
 
     parrot, offline = Parrot(), OfflineResponder(seed=1)
     app = flask_app(OPENAI_API_KEY="sk-x", RESPONDER=parrot, OFFLINE_RESPONDER=offline)
-    assert app.extensions["dadacat.responder"] is parrot
-    assert app.extensions["dadacat.offline_responder"] is offline
+    assert app.responder is parrot
+    assert app.offline_responder is offline
 
 
 def test_an_empty_persona_file_is_refused(tmp_path):
@@ -374,7 +373,7 @@ def test_the_webhook_sends_the_remembered_conversation_to_the_model(fake, moto_s
         assert twiml_bodies(texter.text("my name is Ada").data) == ["ada, da-da"]
         assert twiml_bodies(texter.text("who am I?").data) == ["you are ada, prrt"]
     finally:
-        app.extensions["dadacat.responder"].close()
+        services(app).responder.close()
 
     prompt = load_system_prompt(max_chars=306)  # the REPLY_MAX_CHARS default
     assert fake.requests[1]["messages"] == [
@@ -383,7 +382,7 @@ def test_the_webhook_sends_the_remembered_conversation_to_the_model(fake, moto_s
         {"role": "assistant", "content": "ada, da-da"},
         {"role": "user", "content": "who am I?"},
     ]
-    first_reply = app.extensions["dadacat.manager"].get_history("+15550002222", 10)[1]
+    first_reply = services(app).manager.get_history("+15550002222", 10)[1]
     assert first_reply.role == "assistant"
     assert first_reply.metadata["model"] == "cat-1"
     assert first_reply.metadata["usage"] == {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}

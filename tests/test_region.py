@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from app import create_app
+from app.services import services
 from conversation import ConversationManager, DynamoDBStorage, StorageError
 from conversation.errors import WrongTableLayout
 
@@ -46,13 +47,13 @@ def test_the_profile_region_is_used(no_region, tmp_path):
 def test_the_app_does_not_force_us_east_1(no_region):
     no_region.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
     app = create_app({"TWILIO_AUTH_TOKEN": "t"})
-    assert _region(app.extensions["dadacat.storage"]) == "ap-southeast-2"
+    assert _region(services(app).storage) == "ap-southeast-2"
 
 
 def test_the_app_passes_an_explicit_region(no_region):
     no_region.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
     app = create_app({"TWILIO_AUTH_TOKEN": "t", "AWS_REGION": "sa-east-1"})
-    assert _region(app.extensions["dadacat.storage"]) == "sa-east-1"
+    assert _region(services(app).storage) == "sa-east-1"
 
 
 def test_a_local_endpoint_alone_defaults_to_us_east_1(no_region):

@@ -13,6 +13,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from app import create_app
+from app.services import services
 from app.signed_form import InvalidText, text_sid
 from tests.test_webhook import FakeReply
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, BOT_NUMBER, Texter, sid_for, twiml_bodies
@@ -109,7 +110,7 @@ def test_a_replayed_request_re_cut_under_its_own_signature_names_no_new_text(tex
     if response.status_code == 200:  # only ever the same text, answered once
         assert twiml_bodies(response.data) == twiml_bodies(first.data)
     assert responder.calls == 1
-    stored = texter.client.application.extensions["dadacat.manager"].get_history(NUMBER)
+    stored = services(texter.client.application).manager.get_history(NUMBER)
     assert [m.role for m in stored] == ["user", "assistant"]
 
 

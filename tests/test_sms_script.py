@@ -10,6 +10,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
+from app.services import services
 from scripts import sms
 
 ROOT = sms.ROOT
@@ -41,7 +42,7 @@ def served(moto_storage):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/sms", app.extensions["dadacat.manager"]
+        yield f"http://127.0.0.1:{server.server_port}/sms", services(app).manager
     finally:
         server.shutdown()
         thread.join(timeout=10)

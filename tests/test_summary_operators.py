@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from app.openapi import build_document
+from app.services import services
 
 TOKEN = "operator-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -21,8 +22,8 @@ def app(storage):
 
 
 def _summarised(app, text="Zed likes kites."):
-    manager = app.extensions["dadacat.manager"]
-    storage = app.extensions["dadacat.storage"]
+    manager = services(app).manager
+    storage = services(app).storage
     for index in range(3):
         manager.add_user_message(NUMBER, f"text {index}")
     cid = manager.get_or_create_conversation(NUMBER).conversation_id

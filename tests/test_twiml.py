@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from app import create_app
+from app.services import services
 from app.xmltext import xml_safe
 from tests.test_webhook import FakeReply
 from tests.twilio_helpers import AUTH_TOKEN, Texter
@@ -69,6 +70,6 @@ def test_the_reply_sent_is_the_reply_stored(texter_for):
     texter = texter_for(f"purr{FORBIDDEN}!")
     response = texter.text("hello")
     [message] = ET.fromstring(response.data).iter("Message")
-    manager = texter.client.application.extensions["dadacat.manager"]
+    manager = services(texter.client.application).manager
     stored = [m for m in manager.get_history(NUMBER) if m.role == "assistant"]
     assert [m.content for m in stored] == [message.text] == ["purr!"]

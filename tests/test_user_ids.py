@@ -13,6 +13,7 @@ import pytest
 from app import create_app
 from app.logutil import mask_number
 from app.openapi import build_document
+from app.services import services
 from conversation import InvalidUserId, check_user_id, is_valid_user_id
 from conversation.agents_session import DynamoDBSession
 from conversation.ids import USER_ID_PATTERN
@@ -123,7 +124,7 @@ def test_a_non_e164_sender_is_read_exported_and_erased_through_the_api(app, send
 
     erased = _api(app, "delete", path)
     assert erased.status_code == 200 and erased.get_json()["erased_items"] >= 3
-    assert list(app.extensions["dadacat.storage"].iter_user_items(sender)) == []
+    assert list(services(app).storage.iter_user_items(sender)) == []
 
 
 def test_a_non_e164_sender_is_read_exported_and_erased_through_the_cli(app):
@@ -136,11 +137,11 @@ def test_a_non_e164_sender_is_read_exported_and_erased_through_the_cli(app):
     assert json.loads(exported.stdout)["user_id"] == WHATSAPP
     erased = runner.invoke(args=["conversations", "erase", WHATSAPP, "--yes"])
     assert erased.exit_code == 0, erased.output
-    assert list(app.extensions["dadacat.storage"].iter_user_items(WHATSAPP)) == []
+    assert list(services(app).storage.iter_user_items(WHATSAPP)) == []
 
 
 def test_an_agent_session_is_exported_and_erased_by_operators(app):
-    storage = app.extensions["dadacat.storage"]
+    storage = services(app).storage
     session = DynamoDBSession("support:42", storage)
     asyncio.run(session.add_items([{"role": "user", "content": "remember me"}]))
 

@@ -12,6 +12,7 @@ import pytest
 
 from app import create_app
 from app.limits import Limits
+from app.services import services
 from app.sms import count_segments
 from app.webhook import BUSY_LINE, DAY_NOTICE, MINUTE_NOTICE, RESET_CONFIRMATION
 from conversation import ConversationManager, StorageError, StorageUnavailable
@@ -122,7 +123,7 @@ def texter(app):
 
 @pytest.fixture
 def manager(app):
-    return app.extensions["dadacat.manager"]
+    return services(app).manager
 
 
 def only_body(response) -> str:
@@ -422,7 +423,7 @@ def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto
     response = Texter(app.test_client(), number=NUMBER).text("anyone?", sid=sid_for("busy"))
     assert only_body(response) == BUSY_LINE
     assert responder.calls == []
-    reply = app.extensions["dadacat.manager"].get_reply(NUMBER, manager.get_message(NUMBER, sid_for("busy")))
+    reply = services(app).manager.get_reply(NUMBER, manager.get_message(NUMBER, sid_for("busy")))
     assert reply.metadata["fallback"] == "turn_timeout"
 
 
@@ -723,13 +724,13 @@ def test_offline_persona_answers_when_no_model_is_configured(moto_storage):
 
     app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
                       "OFFLINE_PERSONA_SEED": 7})
-    assert isinstance(app.extensions["dadacat.responder"], OfflineResponder)
+    assert isinstance(services(app).responder, OfflineResponder)
     texter = Texter(app.test_client(), number=NUMBER)
     body = only_body(texter.text("hello 🐟"))
     assert body
-    reply = app.extensions["dadacat.manager"].get_history(NUMBER)[-1]
+    reply = services(app).manager.get_history(NUMBER)[-1]
     assert reply.content == body and reply.metadata["fallback"] == "offline"
-    assert app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER).counters["model_calls"] == 0
+    assert services(app).manager.get_or_create_conversation(NUMBER).counters["model_calls"] == 0
 
 
 def test_history_reaches_a_real_openai_client_over_http(moto_storage):
@@ -749,7 +750,7 @@ def test_history_reaches_a_real_openai_client_over_http(moto_storage):
         assert [(m["role"], m["content"]) for m in messages[1:]] == [
             ("user", "I am Ada"), ("assistant", "purr, Ada"), ("user", "who am I?"),
         ]
-        conversation = app.extensions["dadacat.manager"].get_or_create_conversation(NUMBER)
+        conversation = services(app).manager.get_or_create_conversation(NUMBER)
         assert conversation.counters["model_calls"] == 3
         assert conversation.counters["tokens"] >= 14
 

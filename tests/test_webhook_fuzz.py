@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 
 from app import create_app
 from app.persona import OfflineResponder
+from app.services import services
 from tests.twilio_helpers import AUTH_TOKEN, Texter
 
 FIELDS = ["MessageSid", "From", "To", "Body", "NumMedia", "MediaUrl0", "MediaContentType0",
@@ -101,7 +102,7 @@ def test_fuzzed_forms_never_500_and_never_store_twice(fuzz_app, form, repeated, 
             assert ET.fromstring(response.data).tag == "Response"
     number, sid = form.get("From", "").strip(), (form.get("MessageSid") or "").strip()
     if responses[0].status_code == 200 and number and sid and "#" not in number:
-        manager = fuzz_app.extensions["dadacat.manager"]
+        manager = services(fuzz_app).manager
         stored = manager.get_message(number, sid)
         if stored is not None:
             texts = []

@@ -18,7 +18,6 @@ from app.console import auth, dashboard, views
 from app.console.security import BadReference, csrf_token, harden
 from app.operations import OperatorError
 from conversation import ConversationNotFound, StorageError
-from conversation.operator_sessions import OperatorSessions
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,6 @@ def init_app(app: Flask) -> None:
     """Register the console when an operator token is configured; otherwise it does not exist."""
     if not app.config.get("ADMIN_API_TOKEN"):
         return
-    app.extensions["dadacat.console_sessions"] = OperatorSessions(app.extensions["dadacat.storage"])
     app.register_blueprint(bp)
 
     @app.after_request

@@ -17,6 +17,7 @@ from flask import abort, current_app, g, redirect, render_template, request, url
 from werkzeug.wrappers import Response
 
 from app.console.security import csrf_ok, session_cookie, session_from_cookie, token_ok
+from app.services import services
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ OPEN_ENDPOINTS = ("console.sign_in", "console.static")
 
 
 def _sessions():
-    return current_app.extensions["dadacat.console_sessions"]
+    return services().console_sessions
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:

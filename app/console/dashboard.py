@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, render_template, request
+from flask import render_template, request
 
 from app.console.charts import Chart, Series, build_chart, format_value
+from app.services import services
 from conversation.daily_stats import DayStats
 
 PERIODS = (7, 30, 90)
@@ -76,7 +77,7 @@ def dashboard() -> Any:
         period = 7
     if period not in PERIODS:
         period = 7
-    days = current_app.extensions["dadacat.daily_stats"].read(period)
+    days = services().daily_stats.read(period)
     return render_template(
         "console/dashboard.html", period=period, periods=PERIODS, charts=charts(days), totals=totals(days)
     )

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import abort, current_app, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from app import operations as ops
 from app.console.security import seal, unseal
 from app.logutil import mask_number
 from app.operations import OperatorError
+from app.services import services
 from conversation import ConversationManager
 
 VIA = "console"
@@ -62,7 +63,7 @@ DONE = {
 
 
 def manager() -> ConversationManager:
-    return current_app.extensions["dadacat.manager"]
+    return services().manager
 
 
 # ------------------------------------------------------------ references

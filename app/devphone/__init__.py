@@ -24,6 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from twilio.request_validator import RequestValidator
 
 from app.logutil import mask_number
+from app.services import services
 from app.sms import MAX_BODY_CHARS, count_segments
 from conversation import StorageError, check_user_id
 from conversation.models import Message
@@ -103,7 +104,7 @@ def send() -> tuple[Response, int]:
         return jsonify(result), 200
 
     replies = twiml_bodies(response.get_data())
-    manager = current_app.extensions["dadacat.manager"]
+    manager = services().manager
     try:
         sent = manager.get_message(number, params["MessageSid"])
         stored_reply = manager.get_reply(number, sent) if sent else None
@@ -128,7 +129,7 @@ def inbox() -> tuple[Response, int]:
         number = _number(_json())
     except BadRequest as exc:
         return jsonify(error=str(exc)), 400
-    manager = current_app.extensions["dadacat.manager"]
+    manager = services().manager
     try:
         state = manager.get_user_state(number)
         history = manager.get_history(number, INBOX_MESSAGES) if state["active_conversation_id"] else []

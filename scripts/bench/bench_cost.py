@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.services import services
 from conversation import DynamoDBStorage
 from conversation.memory import MemoryPolicy
 from conversation.models import Conversation, Message, Summary
@@ -220,7 +221,7 @@ def measure_dynamodb(
         "HISTORY_MAX_CHARS": WINDOW_CHARS, "MEMORY_UPDATE_EVERY": UPDATE_EVERY,
         "MEMORY_SUMMARY_MAX_CHARS": SUMMARY_CHARS, "REPLY_MAX_CHARS": REPLY_MAX_CHARS,
     })
-    keeper = app.extensions["dadacat.memory"]
+    keeper = services(app).memory
     web = app.test_client()
     validator = RequestValidator(TOKEN)
     rng = random.Random(16)

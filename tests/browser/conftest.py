@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
+from app.services import services
 from localpeers.fake_openai import FakeOpenAI
 from tests.twilio_helpers import AUTH_TOKEN
 
@@ -94,11 +95,11 @@ class LiveServer:
 
     @property
     def manager(self) -> Any:
-        return self.app.extensions["dadacat.manager"]
+        return services(self.app).manager
 
     @property
     def storage(self) -> Any:
-        return self.app.extensions["dadacat.storage"]
+        return services(self.app).storage
 
     def __call__(self, path: str = "/") -> str:
         """Return the absolute URL of ``path`` on this server."""

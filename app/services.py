@@ -1,0 +1,59 @@
+"""The app's collaborators, built once by ``create_app`` and reached through typed accessors.
+
+Views and commands ask ``services()`` (or ``services(app)``) for the object they need
+(``services().manager``, ``services().limits``), instead of looking things up by string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from app.bounded import Bounded
+    from app.limits import Limits
+    from app.memory import MemoryKeeper
+    from app.metrics import Metrics
+    from app.replies import Responder
+    from conversation import ConversationManager
+    from conversation.daily_stats import DailyStats
+    from conversation.operator_sessions import OperatorSessions
+    from conversation.store import ConversationStore
+
+EXTENSION = "dadacat"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request may need beyond the settings; one per app."""
+
+    storage: ConversationStore
+    manager: ConversationManager
+    responder: Responder
+    offline_responder: Responder
+    limits: Limits
+    daily_stats: DailyStats
+    bounded: Bounded
+    # Twilio's RequestValidator (None when TWILIO_VALIDATE_SIGNATURE is off); twilio ships no types.
+    validator: Any
+    # None when the running summary is off or no model can write it.
+    memory: MemoryKeeper | None
+    # None when METRICS_ENABLED is off.
+    metrics: Metrics | None
+    # None when no operator token is set (the console does not exist).
+    console_sessions: OperatorSessions | None
+
+
+def attach(app: Flask, built: Services) -> None:
+    """Give ``app`` its collaborators (once, from ``create_app``)."""
+    if EXTENSION in app.extensions:
+        raise RuntimeError("this app already has its services")
+    app.extensions[EXTENSION] = built
+
+
+def services(app: Flask | None = None) -> Services:
+    """The collaborators of ``app`` (the current app by default)."""
+    found: Services = (app or current_app).extensions[EXTENSION]
+    return found
