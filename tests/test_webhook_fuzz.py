@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
@@ -73,6 +73,9 @@ forms = st.builds(
 OUTCOMES: dict[int, int] = {}
 
 
+# derandomize seeds from the test's source; this pins the seed the body had before it
+# read the manager through services(), so the run draws the same 150 examples.
+@seed(38922940307224000764866683338860776934902090261612373982298838606153816878614792368878760269400284425863628416907701)
 @settings(
     max_examples=150,
     deadline=None,
