@@ -121,6 +121,14 @@ def list_command(number: str | None, limit: int, cursor: str | None, as_json: bo
         click.echo(f"more: --cursor {page.cursor}")
 
 
+def _newest_conversation(manager: ConversationManager, number: str) -> str:
+    """Return the id of NUMBER's newest conversation; a ClickException when it has none."""
+    newest = manager.list_conversations(number, limit=1).items
+    if not newest:
+        raise click.ClickException(f"{number} has no conversations")
+    return newest[0].conversation_id
+
+
 @conversations.command("show")
 @NUMBER
 @click.argument("conversation_id", required=False)
@@ -135,10 +143,7 @@ def show_command(
     """Show a conversation's messages (NUMBER's newest conversation by default)."""
     manager = _manager()
     if conversation_id is None:
-        newest = manager.list_conversations(number, limit=1).items
-        if not newest:
-            raise click.ClickException(f"{number} has no conversations")
-        conversation_id = newest[0].conversation_id
+        conversation_id = _newest_conversation(manager, number)
     conversation = manager.get_conversation(number, conversation_id)
     page = manager.list_messages(number, conversation_id, limit=limit, newest_first=newest_first)
     log.info("operator cli show number=%s conversation=%s", mask_number(number), conversation_id)
@@ -175,10 +180,7 @@ def summary_command(number: str, conversation_id: str | None, clear: bool, as_js
     """Print (or --clear) the running summary of a conversation (NUMBER's newest by default)."""
     manager = _manager()
     if conversation_id is None:
-        newest = manager.list_conversations(number, limit=1).items
-        if not newest:
-            raise click.ClickException(f"{number} has no conversations")
-        conversation_id = newest[0].conversation_id
+        conversation_id = _newest_conversation(manager, number)
     if clear:
         cleared = manager.clear_summary(number, conversation_id)
         log.info("operator cli clear_summary number=%s conversation=%s cleared=%s",
