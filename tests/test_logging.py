@@ -46,6 +46,16 @@ def sms_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "sms from=" in line or '"event": "sms"' in line]
 
 
+def logged_failure(log_stream, error: str) -> str:
+    """Log a RuntimeError(``error``) as the webhook's unexpected failure; return what was written."""
+    stream = log_stream()
+    try:
+        raise RuntimeError(error)
+    except RuntimeError:
+        logging.getLogger("app.webhook").exception("sms sid=%s: unexpected failure", "SMx")
+    return stream.getvalue()
+
+
 def test_json_lines_are_objects_with_the_text_lines_fields(moto_storage, log_stream):
     app = build(moto_storage, "text")
     stream = log_stream()
@@ -85,12 +95,7 @@ def test_text_format_stays_one_readable_line(moto_storage, log_stream):
 
 def test_json_errors_carry_the_traceback_in_one_line(moto_storage, log_stream):
     build(moto_storage, "json")
-    stream = log_stream()
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        logging.getLogger("app.webhook").exception("sms sid=%s: unexpected failure", "SMx")
-    [line] = stream.getvalue().splitlines()
+    [line] = logged_failure(log_stream, "boom").splitlines()
     record = json.loads(line)
     assert record["level"] == "ERROR" and "RuntimeError: boom" in record["exc_info"]
 
@@ -118,12 +123,7 @@ def test_request_fields_cannot_forge_a_log_line(moto_storage, log_stream):
 
 def test_a_traceback_stays_below_its_line(moto_storage, log_stream):
     build(moto_storage, "text")
-    stream = log_stream()
-    try:
-        raise RuntimeError("boom\n2026-01-01 00:00:00,000 INFO forged")
-    except RuntimeError:
-        logging.getLogger("app.webhook").exception("sms sid=%s: unexpected failure", "SMx")
-    first, *rest = stream.getvalue().splitlines()
+    first, *rest = logged_failure(log_stream, "boom\n2026-01-01 00:00:00,000 INFO forged").splitlines()
     assert "ERROR app.webhook: sms sid=SMx: unexpected failure" in first
     assert rest and all(line.startswith("  ") for line in rest)
 
