@@ -40,7 +40,9 @@ for _setting in SETTINGS:
 os.environ["DOTENV_FILE"] = ""
 
 from app.bounded import Bounded  # noqa: E402
+from app.persona import OfflineResponder, OpenAIResponder  # noqa: E402
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
+from localpeers.fake_openai import FakeOpenAI  # noqa: E402
 
 # Every app runs work after its answers in background threads; a test's store must
 # outlive that work (after moto's mock ends, a late call would go to AWS itself).
@@ -159,6 +161,43 @@ def store(request):
 
         return MemoryStore()
     return request.getfixturevalue({"moto": "moto_storage", "dynamodb_local": "local_storage"}[request.param])
+
+
+@pytest.fixture
+def fake():
+    """Run a fake OpenAI-compatible server for one test."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def make_responder(fake):
+    """Build OpenAIResponders for the fake server (a seeded offline cat behind), closing them afterwards."""
+    made = []
+
+    def build(model="cat-1", **options):
+        options = {"base_url": fake.base_url, "offline": OfflineResponder(seed=1), **options}
+        responder = OpenAIResponder("sk-test", model, **options)
+        made.append(responder)
+        return responder
+
+    yield build
+    for responder in made:
+        responder.close()
+
+
+@pytest.fixture
+def legacy_table(storage) -> str:
+    """Create a table in the original DadaCat layout (``user_id`` its only key); return its name."""
+    name = f"legacy-{uuid.uuid4().hex[:6]}"
+    storage.client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+    )
+    storage.client.get_waiter("table_exists").wait(TableName=name)
+    return name
 
 
 @pytest.fixture

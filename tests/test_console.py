@@ -14,7 +14,6 @@ import pytest
 
 from app import create_app
 from app.services import services
-from localpeers.fake_openai import FakeOpenAI
 from tests.twilio_helpers import AUTH_TOKEN, Texter
 
 TOKEN = "console-operator-token"
@@ -69,12 +68,6 @@ def hidden(page: str, name: str) -> str:
 
 def links(page: str, pattern: str) -> list[str]:
     return [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page) if re.search(pattern, h)]
-
-
-@pytest.fixture
-def fake():
-    with FakeOpenAI() as server:
-        yield server
 
 
 @pytest.fixture

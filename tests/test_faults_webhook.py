@@ -19,18 +19,12 @@ from app import create_app
 from app.services import services
 from conversation import DynamoDBStorage
 from localpeers.dynamodb_local import DynamoDBLocal
-from localpeers.fake_openai import FakeOpenAI, hang, reply, status
+from localpeers.fake_openai import hang, reply, status
 from tests.faults import INTERNAL, THROTTLED, CallRecorder, FaultInjector
 from tests.twilio_helpers import AUTH_TOKEN, Texter, new_sid, twiml_bodies
 
 NUMBER = "+15550004444"
 DEADLINE = 3.0
-
-
-@pytest.fixture
-def fake():
-    with FakeOpenAI() as server:
-        yield server
 
 
 def build_app(storage, fake, **overrides):

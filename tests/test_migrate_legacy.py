@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 from conversation import ConversationManager
 from scripts.migrate_legacy import migrate
 
 ALICE = "+15550100001"
 BOB = "+15550100002"
-
-
-def _legacy_table(client):
-    name = f"legacy-{uuid.uuid4().hex[:6]}"
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-    )
-    client.get_waiter("table_exists").wait(TableName=name)
-    return name
 
 
 def _put(client, table, user_id, messages, *, active=True, created="2024-03-01T10:00:00"):
@@ -35,9 +22,9 @@ def _put(client, table, user_id, messages, *, active=True, created="2024-03-01T1
     client.put_item(TableName=table, Item=item)
 
 
-def test_migration_copies_once_and_keeps_order(storage):
+def test_migration_copies_once_and_keeps_order(storage, legacy_table):
     client = storage.client
-    table = _legacy_table(client)
+    table = legacy_table
     alice_messages = [
         {"role": "user", "content": "hello cat", "timestamp": "2024-03-01T10:00:01"},
         {"role": "assistant", "content": "mrrp? 🐈", "timestamp": "2024-03-01T10:00:02"},

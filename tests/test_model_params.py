@@ -8,36 +8,22 @@ request carrying ``max_tokens`` with a 400 ``unsupported_parameter``; a server s
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import openai
 import pytest
 
 from app import create_app
-from app.persona import OFFLINE_MODEL, OfflineResponder, OpenAIResponder
+from app.persona import OFFLINE_MODEL
 from app.services import services
-from localpeers.fake_openai import FakeOpenAI, reply
+from localpeers.fake_openai import reply
 from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 
 
 @pytest.fixture
-def fake():
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def make_responder(fake):
-    made = []
-
-    def build(model):
-        responder = OpenAIResponder("sk-test", model, base_url=fake.base_url, system_prompt="cat",
-                                    deadline_seconds=3.0, max_tokens=60, offline=OfflineResponder(seed=1))
-        made.append(responder)
-        return responder
-
-    yield build
-    for responder in made:
-        responder.close()
+def make_responder(make_responder):
+    """Build OpenAIResponders with a 60-token reply limit (the figure the requests are checked for)."""
+    return partial(make_responder, system_prompt="cat", deadline_seconds=3.0, max_tokens=60)
 
 
 def test_the_fake_refuses_max_tokens_for_reasoning_models_like_openai(fake):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -22,28 +23,9 @@ PROMPT = "You are a test cat."
 
 
 @pytest.fixture
-def fake():
-    """Run a fake OpenAI-compatible server for one test."""
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def make_responder(fake):
-    """Build OpenAIResponders pointed at the fake server, closing them afterwards."""
-    made = []
-
-    def build(model="cat-1", **overrides):
-        options = dict(base_url=fake.base_url, system_prompt=PROMPT, deadline_seconds=2.0,
-                       backoff_seconds=0.01, offline=OfflineResponder(seed=1))
-        options.update(overrides)
-        responder = OpenAIResponder("sk-test", model, **options)
-        made.append(responder)
-        return responder
-
-    yield build
-    for responder in made:
-        responder.close()
+def make_responder(make_responder):
+    """Build OpenAIResponders with this file's prompt, a short deadline and quick retries."""
+    return partial(make_responder, system_prompt=PROMPT, deadline_seconds=2.0, backoff_seconds=0.01)
 
 
 def conversation():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from app import create_app
@@ -66,23 +64,9 @@ def test_no_region_anywhere_is_an_error_that_says_how_to_set_one(no_region):
         DynamoDBStorage("t").client  # noqa: B018 - building the client is the point
 
 
-def _legacy_table(client) -> str:
-    name = f"legacy-{uuid.uuid4().hex[:6]}"
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-    )
-    client.get_waiter("table_exists").wait(TableName=name)
-    return name
-
-
 @pytest.mark.parametrize("auto_create", [True, False])
-def test_a_table_in_the_old_layout_names_the_migration_script(storage, auto_create):
-    legacy = DynamoDBStorage(
-        _legacy_table(storage.client), client=storage.client, auto_create=auto_create
-    )
+def test_a_table_in_the_old_layout_names_the_migration_script(storage, legacy_table, auto_create):
+    legacy = DynamoDBStorage(legacy_table, client=storage.client, auto_create=auto_create)
     with pytest.raises(WrongTableLayout, match=r"original DadaCat layout.*scripts/migrate_legacy\.py"):
         ConversationManager(legacy).add_user_message("+15550107777", "hello")
     with pytest.raises(WrongTableLayout, match=r"scripts/migrate_legacy\.py"):
