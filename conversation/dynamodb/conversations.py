@@ -242,29 +242,7 @@ class Conversations:
         now = isoformat(utc_now())
         sets = ["updated_at = if_not_exists(updated_at, :now)"]
         values: dict[str, Any] = {":n": n(count), ":now": s(now)}
-        if create:
-            sets += [
-                "entity = :entity",
-                "user_id = :uid",
-                "conversation_id = :cid",
-                "created_at = if_not_exists(created_at, :now)",
-                "is_active = if_not_exists(is_active, :t)",
-            ]
-            values.update(
-                {
-                    ":entity": s("conversation"),
-                    ":uid": s(user_id),
-                    ":cid": s(conversation_id),
-                    ":t": codec.b(True),
-                }
-            )
-            condition = "attribute_not_exists(deleted_at)"
-        else:
-            condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
-        expires = self.table.expires_at()
-        if expires is not None:
-            sets.append("expires_at = :exp")
-            values[":exp"] = n(expires)
+        condition = self._header_sets(user_id, conversation_id, sets, values, create=create)
         try:
             response = self.table.call(
                 "update_item",
@@ -326,32 +304,10 @@ class Conversations:
             "gsi1pk = :gpk",
             "gsi1sk = :gsk",
         ]
-        expires = self.table.expires_at()
-        if expires is not None:
-            sets.append("expires_at = :exp")
-            values[":exp"] = n(expires)
-        if create:
-            sets += [
-                "entity = :entity",
-                "user_id = :uid",
-                "conversation_id = :cid",
-                "created_at = if_not_exists(created_at, :now)",
-                "is_active = if_not_exists(is_active, :t)",
-            ]
-            values.update(
-                {
-                    ":entity": s("conversation"),
-                    ":uid": s(user_id),
-                    ":cid": s(conversation_id),
-                    ":t": codec.b(True),
-                }
-            )
-            condition = "attribute_not_exists(deleted_at)"
-        else:
-            condition = "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
-            if not pinned:
-                condition += " AND is_active = :t"
-                values[":t"] = codec.b(True)
+        condition = self._header_sets(user_id, conversation_id, sets, values, create=create)
+        if not create and not pinned:
+            condition += " AND is_active = :t"
+            values[":t"] = codec.b(True)
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": keys.key(user_id, keys.conversation_sk(conversation_id)),
@@ -362,6 +318,43 @@ class Conversations:
         if names:
             update["ExpressionAttributeNames"] = names
         return {"Update": update}
+
+    def _header_sets(
+        self,
+        user_id: str,
+        conversation_id: str,
+        sets: list[str],
+        values: dict[str, Any],
+        *,
+        create: bool,
+    ) -> str:
+        """Add the expiry (and, with ``create``, a new header's fields) to a header update.
+
+        Return its condition: the header exists (or, with ``create``, may be made) and
+        is not deleted.
+        """
+        expires = self.table.expires_at()
+        if expires is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = n(expires)
+        if not create:
+            return "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+        sets += [
+            "entity = :entity",
+            "user_id = :uid",
+            "conversation_id = :cid",
+            "created_at = if_not_exists(created_at, :now)",
+            "is_active = if_not_exists(is_active, :t)",
+        ]
+        values.update(
+            {
+                ":entity": s("conversation"),
+                ":uid": s(user_id),
+                ":cid": s(conversation_id),
+                ":t": codec.b(True),
+            }
+        )
+        return "attribute_not_exists(deleted_at)"
 
     def counters_added(self, user_id: str, conversation_id: str, counters: dict[str, int]) -> dict[str, Any]:
         """Return the header update that adds usage ``counters`` (in a transaction)."""
