@@ -100,19 +100,7 @@ class Listings:
     ) -> Page:
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
         direction = "desc" if newest_first else "asc"
-        filter_expression, filter_values = codec.alive_filter()
-        kwargs: dict[str, Any] = {
-            "TableName": self.table.name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "FilterExpression": filter_expression,
-            "ExpressionAttributeValues": {
-                ":pk": keys.partition(user_id),
-                ":prefix": s(prefix),
-                **filter_values,
-            },
-            "ScanIndexForward": not newest_first,
-            "ConsistentRead": True,
-        }
+        query = self.table.live_query(user_id, prefix, forward=not newest_first)
         if cursor:
             payload = decode_cursor(cursor)
             after = payload.get("after")
@@ -124,18 +112,8 @@ class Listings:
                 or not after.startswith(prefix)
             ):
                 raise InvalidCursor("cursor belongs to another listing")
-            kwargs["ExclusiveStartKey"] = keys.key(user_id, after)
-        items: list[dict[str, Any]] = []
-        last_key = None
-        # A filter can thin a page out; keep reading until it is full or done.
-        while len(items) < limit:
-            kwargs["Limit"] = limit - len(items)
-            response = self.table.call("query", **kwargs)
-            items.extend(response.get("Items", []))
-            last_key = response.get("LastEvaluatedKey")
-            if not last_key:
-                break
-            kwargs["ExclusiveStartKey"] = last_key
+            query["ExclusiveStartKey"] = keys.key(user_id, after)
+        items, last_key = self.table.query_up_to(query, limit)
         next_cursor = None
         if last_key and items:
             next_cursor = encode_cursor(

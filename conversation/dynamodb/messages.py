@@ -159,51 +159,19 @@ class Messages:
 
     def from_end(self, user_id: str, conversation_id: str, *, forward: bool, limit: int) -> list[Message]:
         """Return up to ``limit`` live messages from one end of a conversation (one Query)."""
-        filter_expression, filter_values = codec.alive_filter()
-        response = self.table.call(
-            "query",
-            TableName=self.table.name,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            FilterExpression=filter_expression,
-            ExpressionAttributeValues={
-                ":pk": keys.partition(user_id),
-                ":prefix": s(keys.messages_prefix(conversation_id)),
-                **filter_values,
-            },
-            ScanIndexForward=forward,
-            Limit=limit,
-            ConsistentRead=True,
-        )
+        query = self.table.live_query(user_id, keys.messages_prefix(conversation_id), forward=forward)
+        response = self.table.call("query", **query, Limit=limit)
         return [codec.message_from_item(item) for item in response.get("Items", [])]
 
     def after(self, user_id: str, conversation_id: str, position: str | None, limit: int) -> list[Message]:
         """Return up to ``limit`` messages after ``position`` (from the start when None), oldest first."""
         if limit <= 0:
             return []
-        filter_expression, filter_values = codec.alive_filter()
-        kwargs: dict[str, Any] = {
-            "TableName": self.table.name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "FilterExpression": filter_expression,
-            "ExpressionAttributeValues": {
-                ":pk": keys.partition(user_id),
-                ":prefix": s(keys.messages_prefix(conversation_id)),
-                **filter_values,
-            },
-            "ScanIndexForward": True,
-            "ConsistentRead": True,
-        }
+        query = self.table.live_query(user_id, keys.messages_prefix(conversation_id), forward=True)
         if position:
-            kwargs["ExclusiveStartKey"] = keys.key(user_id, keys.message_sk(conversation_id, position))
-        messages: list[Message] = []
-        while len(messages) < limit:
-            kwargs["Limit"] = limit - len(messages)
-            response = self.table.call("query", **kwargs)
-            messages.extend(codec.message_from_item(item) for item in response.get("Items", []))
-            if not response.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return messages
+            query["ExclusiveStartKey"] = keys.key(user_id, keys.message_sk(conversation_id, position))
+        items, _ = self.table.query_up_to(query, limit)
+        return [codec.message_from_item(item) for item in items]
 
     def recent(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
         """Return the newest ``limit`` messages, oldest first, with one Query."""

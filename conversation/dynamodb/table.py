@@ -246,6 +246,41 @@ class Table:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def live_query(self, user_id: str, prefix: str, *, forward: bool) -> dict[str, Any]:
+        """Return the arguments of a Query for a user's unexpired items under sort key ``prefix``."""
+        filter_expression, filter_values = codec.alive_filter()
+        return {
+            "TableName": self.name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": filter_expression,
+            "ExpressionAttributeValues": {
+                ":pk": keys.partition(user_id),
+                ":prefix": codec.s(prefix),
+                **filter_values,
+            },
+            "ScanIndexForward": forward,
+            "ConsistentRead": True,
+        }
+
+    def query_up_to(self, query: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], Any]:
+        """Run ``query`` until ``limit`` items pass its filter or none are left.
+
+        A filter can thin a page out, so this may read several pages. Return the
+        items and the last key read (None when the query is done).
+        """
+        query = dict(query)
+        items: list[dict[str, Any]] = []
+        last_key = None
+        while len(items) < limit:
+            query["Limit"] = limit - len(items)
+            response = self.call("query", **query)
+            items.extend(response.get("Items", []))
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                break
+            query["ExclusiveStartKey"] = last_key
+        return items, last_key
+
     def batch_get(self, item_keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Return items by key (100 per request), retrying unprocessed keys."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
