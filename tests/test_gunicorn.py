@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,22 +13,12 @@ from pathlib import Path
 import pytest
 
 from conversation import ConversationManager
-from localpeers.dynamodb_local import free_port, port_open
+from localpeers.dynamodb_local import free_port
 from localpeers.fake_openai import FakeOpenAI, reply
-from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, sid_for, twiml_bodies
+from tests.gunicorn_helpers import gunicorn_env, running_gunicorn
+from tests.twilio_helpers import Texter, parse_twiml, sid_for, twiml_bodies
 
-ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+15557654321"
-
-
-def procfile_command() -> list[str]:
-    """Return the Procfile's web command, with gunicorn taken from this virtualenv."""
-    line = (ROOT / "Procfile").read_text().strip()
-    assert "\n" not in line and line.startswith("web: "), "the Procfile is one web line"
-    argv = shlex.split(line.removeprefix("web: "))
-    assert argv[0] == "gunicorn"
-    argv[0] = str(Path(sys.executable).with_name("gunicorn"))
-    return argv
 
 
 @pytest.fixture
@@ -43,40 +28,10 @@ def gunicorn_server(local_storage, ddb_local, tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with FakeOpenAI() as fake:
         fake.default = reply("prrt. the fake model says hello")
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            # The Procfile binds 0.0.0.0 for a platform; tests stay on 127.0.0.1.
-            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "4",
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
-            "AWS_REGION": "us-east-1",
-            "DYNAMODB_TABLE_NAME": local_storage.table_name,
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake.base_url,
-            "REPLY_DEADLINE_SECONDS": "5",
-            "LOG_LEVEL": "INFO",
-        }
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                procfile_command(), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-            try:
-                deadline = time.monotonic() + 30
-                while not port_open(port):
-                    assert process.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
-                    time.sleep(0.1)
-                yield f"http://127.0.0.1:{port}", log_path, fake, process
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        env = gunicorn_env(port, local_storage, ddb_local.endpoint_url, fake.base_url,
+                           REPLY_DEADLINE_SECONDS="5", LOG_LEVEL="INFO")
+        with running_gunicorn(port, env, log_path) as process:
+            yield f"http://127.0.0.1:{port}", log_path, fake, process
 
 
 def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from localpeers.dynamodb_local import free_port, port_open
+from localpeers.dynamodb_local import free_port
 from localpeers.fake_openai import FakeOpenAI, reply
-from tests.test_gunicorn import procfile_command
+from tests.gunicorn_helpers import gunicorn_env, running_gunicorn
 from tests.test_metrics import samples
-from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
+from tests.twilio_helpers import Texter, twiml_bodies
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "gunicorn-metrics-token"
 TEXTERS = 12
 
@@ -33,39 +30,11 @@ def metered_gunicorn(local_storage, ddb_local, tmp_path):
     with FakeOpenAI() as fake:
         # Slow enough that concurrent texts spread over both workers.
         fake.default = reply("prrt. counted", prompt_tokens=10, completion_tokens=5, delay=0.3)
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "4",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "AWS_ENDPOINT_URL": ddb_local.endpoint_url,
-            "AWS_REGION": "us-east-1",
-            "DYNAMODB_TABLE_NAME": local_storage.table_name,
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake.base_url,
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "METRICS_ENABLED": "true",
-            "METRICS_TOKEN": TOKEN,
-        }
-        process = subprocess.Popen(procfile_command(), cwd=ROOT, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while not port_open(port):
-                assert process.poll() is None, "gunicorn exited at start-up"
-                assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
-                time.sleep(0.1)
+        env = gunicorn_env(port, local_storage, ddb_local.endpoint_url, fake.base_url,
+                           PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), RATE_LIMIT_PER_MINUTE="0",
+                           METRICS_ENABLED="true", METRICS_TOKEN=TOKEN)
+        with running_gunicorn(port, env):
             yield f"http://127.0.0.1:{port}", metrics_dir
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
