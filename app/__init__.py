@@ -76,26 +76,37 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
     from app.memory import build_keeper
     from app.metrics import build_metrics
     from app.persona import build_responders
+    from app.text_handler import TextHandler
+    from app.turn import TurnSettings
     from conversation.daily_stats import DailyStats
     from conversation.operator_sessions import OperatorSessions
 
     responder, offline = build_responders(settings)
     limits = settings.get("LIMITS") or Limits.from_config(storage, settings)
+    manager = settings.get("MANAGER") or ConversationManager(
+        storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
+    )
+    memory = build_keeper(settings, storage, responder, limits)
+    daily_stats, bounded = DailyStats(storage), Bounded()
+    handler = TextHandler(
+        TurnSettings.from_config(settings), manager=manager, storage=storage, limits=limits,
+        responder=responder, offline_responder=offline, memory=memory, daily_stats=daily_stats,
+        bounded=bounded,
+    )
     return Services(
         storage=storage,
-        manager=settings.get("MANAGER") or ConversationManager(
-            storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
-        ),
+        manager=manager,
         responder=responder,
         offline_responder=offline,
         limits=limits,
-        daily_stats=DailyStats(storage),
-        bounded=Bounded(),
+        daily_stats=daily_stats,
+        bounded=bounded,
         validator=(RequestValidator(settings["TWILIO_AUTH_TOKEN"])
                    if settings["TWILIO_VALIDATE_SIGNATURE"] else None),
-        memory=build_keeper(settings, storage, responder, limits),
+        memory=memory,
         metrics=build_metrics(settings, storage),
         console_sessions=OperatorSessions(storage) if settings.get("ADMIN_API_TOKEN") else None,
+        text_handler=handler,
     )
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from app.memory import MemoryKeeper
     from app.metrics import Metrics
     from app.replies import Responder
+    from app.text_handler import TextHandler
     from conversation import ConversationManager
     from conversation.daily_stats import DailyStats
     from conversation.operator_sessions import OperatorSessions
@@ -44,6 +45,8 @@ class Services:
     metrics: Metrics | None
     # None when no operator token is set (the console does not exist).
     console_sessions: OperatorSessions | None
+    # The turn of one text, built from the collaborators above.
+    text_handler: TextHandler
 
 
 def attach(app: Flask, built: Services) -> None:

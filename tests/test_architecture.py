@@ -133,3 +133,24 @@ def test_one_services_object_per_app_with_the_collaborators_it_built():
     assert isinstance(found.limits, Limits) and found.console_sessions is None
     with app.app_context():
         assert services() is found
+
+
+def test_the_turn_imports_no_flask_or_twilio_and_the_views_are_thin():
+    plain = ["text_handler.py", "turn.py", "twilio_form.py"]
+    # The handler's modules and every app module they import, all the way down.
+    seen: set[str] = set()
+    todo = [name.removesuffix(".py") for name in plain]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = ROOT / "app" / f"{module}.py"
+        assert not _imports(path) & {"flask", "werkzeug", "twilio"}, path
+        tree = ast.parse(path.read_text())
+        todo += [node.module.split(".")[1] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("app.")]
+    assert {"text_handler", "limits", "memory", "twilio_form", "signed_form"} <= seen
+    assert len((ROOT / "app" / "webhook.py").read_text().splitlines()) < 500
+    for name in [*plain, "twilio_sms.py"]:
+        assert len((ROOT / "app" / name).read_text().splitlines()) < 500, name

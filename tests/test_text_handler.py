@@ -1,0 +1,60 @@
+"""The turn of one text runs as plain Python: no Flask app, no request, no Twilio form."""
+
+from __future__ import annotations
+
+import time
+
+from app.bounded import Bounded
+from app.config import load_config
+from app.limits import Limits
+from app.persona import OfflineResponder
+from app.text_handler import RESET_CONFIRMATION, TextHandler
+from app.turn import Turn, TurnSettings
+from app.twilio_form import InboundText
+from conversation import ConversationManager
+from conversation.daily_stats import DailyStats
+from conversation.inmemory import MemoryStore
+
+NUMBER = "+15550007777"
+
+
+def build_handler(store: MemoryStore) -> TextHandler:
+    config = load_config({"TWILIO_AUTH_TOKEN": "t" * 32}, environ={}, dotenv_path=None)
+    return TextHandler(
+        TurnSettings.from_config(config),
+        manager=ConversationManager(store, history_limit=config["HISTORY_MAX_MESSAGES"]),
+        storage=store,
+        limits=Limits.from_config(store, config),
+        responder=OfflineResponder(seed=3),
+        offline_responder=OfflineResponder(seed=4),
+        memory=None,
+        daily_stats=DailyStats(store),
+        bounded=Bounded(),
+    )
+
+
+def text(body: str, sid: str) -> InboundText:
+    return InboundText(number=NUMBER, sid=sid, body=body)
+
+
+def test_a_text_is_recorded_and_answered_without_flask():
+    store = MemoryStore()
+    handler = build_handler(store)
+    turn = Turn.begin(handler.settings.reply_deadline_seconds)
+    outcome = handler.handle(text("hello cat", "SM" + "1" * 32), turn)
+    turn.run_after()
+    assert outcome.kind == "replied" and outcome.answer and outcome.track_delivery
+    history = handler.manager.get_history(NUMBER, 10)
+    assert [m.role for m in history] == ["user", "assistant"]
+    assert history[1].content == outcome.answer
+    assert turn.deadline > time.monotonic() - 60
+
+
+def test_a_repeated_sid_is_a_duplicate_and_reset_is_confirmed():
+    store = MemoryStore()
+    handler = build_handler(store)
+    first = handler.handle(text("hello", "SM" + "2" * 32), Turn.begin(10))
+    again = handler.handle(text("hello", "SM" + "2" * 32), Turn.begin(10))
+    assert again.kind == "duplicate" and again.answer == first.answer
+    reset = handler.handle(text("reset", "SM" + "3" * 32), Turn.begin(10))
+    assert reset.kind == "reset" and reset.answer == RESET_CONFIRMATION
