@@ -117,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
 
+# Every setting's default by name: the one place code outside this table takes a default from.
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
+
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 

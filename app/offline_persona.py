@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.config import DEFAULTS
 from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, clip, zero_usage
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class OfflineResponder:
     """
 
     seed: int | None = None
-    max_chars: int = 306
+    max_chars: int = DEFAULTS["REPLY_MAX_CHARS"]
 
     def __post_init__(self) -> None:
         self._rng = random.Random()

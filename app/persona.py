@@ -28,7 +28,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from app.config import ConfigError
+from app.config import DEFAULTS, ConfigError
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
 from app.offline_persona import OfflineResponder
 from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, Responder, clip, zero_usage
@@ -47,7 +47,9 @@ PROMPT_FILE = Path(__file__).with_name("persona_prompt.txt")
 # --- the persona prompt ------------------------------------------------------------------
 
 
-def load_system_prompt(path: str | Path | None = None, *, max_chars: int = 306) -> str:
+def load_system_prompt(
+    path: str | Path | None = None, *, max_chars: int = DEFAULTS["REPLY_MAX_CHARS"]
+) -> str:
     """Read the system prompt (the built-in DadaCat one unless ``path``), filling ``{max_chars}``.
 
     :raises ConfigError: when the file is empty.
@@ -117,17 +119,17 @@ class OpenAIResponder:
     def __init__(
         self,
         api_key: str,
-        model: str = "gpt-4o-mini",
+        model: str = DEFAULTS["OPENAI_MODEL"],
         *,
         base_url: str | None = None,
         fallback_models: Sequence[str] = (),
-        temperature: float = 1.0,
-        max_tokens: int = 200,
-        deadline_seconds: float = 10.0,
+        temperature: float = DEFAULTS["OPENAI_TEMPERATURE"],
+        max_tokens: int = DEFAULTS["OPENAI_MAX_TOKENS"],
+        deadline_seconds: float = DEFAULTS["REPLY_DEADLINE_SECONDS"],
         system_prompt: str | None = None,
-        history_max_messages: int = 20,
-        history_max_chars: int = 6000,
-        max_chars: int = 306,
+        history_max_messages: int = DEFAULTS["HISTORY_MAX_MESSAGES"],
+        history_max_chars: int = DEFAULTS["HISTORY_MAX_CHARS"],
+        max_chars: int = DEFAULTS["REPLY_MAX_CHARS"],
         attempts_per_model: int = 2,
         backoff_seconds: float = 0.25,
         offline: OfflineResponder | None = None,
@@ -405,7 +407,7 @@ def _retry_after(response: Any) -> float | None:
 
 def build_responders(config: Mapping[str, Any]) -> tuple[Responder, Responder]:
     """The configured responder and the offline one that stands in for it."""
-    max_chars = int(config.get("REPLY_MAX_CHARS") or 306)
+    max_chars = int(config.get("REPLY_MAX_CHARS") or DEFAULTS["REPLY_MAX_CHARS"])
     offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
         seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
     )
@@ -416,15 +418,19 @@ def build_responders(config: Mapping[str, Any]) -> tuple[Responder, Responder]:
         if config.get("OPENAI_API_KEY"):
             responder = OpenAIResponder(
                 config["OPENAI_API_KEY"],
-                config.get("OPENAI_MODEL") or "gpt-4o-mini",
+                config.get("OPENAI_MODEL") or DEFAULTS["OPENAI_MODEL"],
                 base_url=config.get("OPENAI_BASE_URL"),
                 fallback_models=tuple(config.get("OPENAI_FALLBACK_MODELS") or ()),
-                temperature=float(config.get("OPENAI_TEMPERATURE", 1.0)),
-                max_tokens=int(config.get("OPENAI_MAX_TOKENS") or 200),
-                deadline_seconds=float(config.get("REPLY_DEADLINE_SECONDS") or 10.0),
+                temperature=float(config.get("OPENAI_TEMPERATURE", DEFAULTS["OPENAI_TEMPERATURE"])),
+                max_tokens=int(config.get("OPENAI_MAX_TOKENS") or DEFAULTS["OPENAI_MAX_TOKENS"]),
+                deadline_seconds=float(
+                    config.get("REPLY_DEADLINE_SECONDS") or DEFAULTS["REPLY_DEADLINE_SECONDS"]
+                ),
                 system_prompt=system_prompt,
-                history_max_messages=int(config.get("HISTORY_MAX_MESSAGES", 20)),
-                history_max_chars=int(config.get("HISTORY_MAX_CHARS", 6000)),
+                history_max_messages=int(
+                    config.get("HISTORY_MAX_MESSAGES", DEFAULTS["HISTORY_MAX_MESSAGES"])
+                ),
+                history_max_chars=int(config.get("HISTORY_MAX_CHARS", DEFAULTS["HISTORY_MAX_CHARS"])),
                 max_chars=max_chars,
                 offline=offline,
             )

@@ -18,7 +18,7 @@ from app.bounded import Bounded, OutOfTime
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
 from app.logutil import mask_number
 from app.memory import MemoryKeeper
-from app.replies import Responder
+from app.replies import LAST_RESORT, Responder
 from app.sms import count_segments, fit_reply, parse_command, truncate
 from app.turn import Outcome, Turn, TurnSettings, tokens_of
 from app.twilio_form import InboundText
@@ -45,7 +45,6 @@ RESET_CONFIRMATION = "*stretches* Poof. The yarn is rewound and I remember nothi
 MINUTE_NOTICE = "Mrrp. Too many words, too fast. My whiskers need a minute of silence."
 DAY_NOTICE = "The cat has chewed enough words for today. Come back tomorrow, I will be a different cat."
 BUSY_LINE = "Purr... one thought at a time, human. Tell me again in a moment?"
-LAST_RESORT = "Meow. My whiskers are tangled right now; text me again in a minute."
 
 
 @dataclass(frozen=True)

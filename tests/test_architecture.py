@@ -154,3 +154,20 @@ def test_the_turn_imports_no_flask_or_twilio_and_the_views_are_thin():
     assert len((ROOT / "app" / "webhook.py").read_text().splitlines()) < 500
     for name in [*plain, "twilio_sms.py"]:
         assert len((ROOT / "app" / name).read_text().splitlines()) < 500, name
+
+
+def test_defaults_and_the_last_resort_line_live_in_one_place():
+    from app import persona, text_handler
+    from app.config import DEFAULTS
+    from app.offline_persona import OfflineResponder
+    from app.replies import LAST_RESORT
+
+    assert text_handler.LAST_RESORT is LAST_RESORT
+    responder = persona.OpenAIResponder("sk-x", base_url="http://127.0.0.1:9/v1")
+    assert responder.model == DEFAULTS["OPENAI_MODEL"]
+    responder.close()
+    assert OfflineResponder().max_chars == DEFAULTS["REPLY_MAX_CHARS"]
+    literals = {"gpt-4o-mini"}
+    for path in _sources("app"):
+        if path.name != "config.py":
+            assert not literals & set(_strings(path)), path
