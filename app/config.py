@@ -7,6 +7,7 @@ text; ``.env.example`` and the README's configuration table mirror it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PUBLIC_BASE_URL", None, _str, "Public URL Twilio calls (e.g. https://dadacat.example.com); used to check signatures behind proxies."),
     Setting("TRUST_PROXY_HOPS", 0, _int, "Number of proxies in front of the app whose X-Forwarded-* headers are trusted (Heroku: 1)."),
     Setting("MAX_REQUEST_BYTES", 65536, _int, "Largest request body accepted; bigger ones get 413 unread (Twilio posts a few KB)."),
+    # Twilio's Messages API (replies sent after the webhook has answered)
+    Setting("TWILIO_ACCOUNT_SID", None, _str, "Twilio account SID (AC...); with TWILIO_AUTH_TOKEN or an API key it lets the bot send replies through the Messages API."),
+    Setting("TWILIO_API_KEY_SID", None, _str, "Twilio API key SID (SK...) used instead of the auth token to send messages; needs TWILIO_API_KEY_SECRET."),
+    Setting("TWILIO_API_KEY_SECRET", None, _str, "Secret of TWILIO_API_KEY_SID.", True),
+    Setting("TWILIO_MESSAGING_SERVICE_SID", None, _str, "Messaging service (MG...) that sends replies; empty: the number the text was sent to sends them."),
+    Setting("TWILIO_API_BASE_URL", None, _str, "Base URL of the Messages API (a local stand-in for runs and tests); empty means Twilio (https://api.twilio.com)."),
     # Storage
     Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
     Setting("AWS_REGION", None, _str, "AWS region of the table. Empty means boto3's own chain (AWS_DEFAULT_REGION, the profile); us-east-1 only with AWS_ENDPOINT_URL."),
@@ -218,6 +225,39 @@ def _validate(config: Config) -> None:
         raise ConfigError("CONSOLE_SESSION_HOURS must be above 0 and at most 720 (30 days)")
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
+    _validate_rest(config)
+
+
+_SID = {"TWILIO_ACCOUNT_SID": "AC", "TWILIO_API_KEY_SID": "SK", "TWILIO_MESSAGING_SERVICE_SID": "MG"}
+
+
+def _validate_rest(config: Config) -> None:
+    """Check the Messages API settings: SID shapes, a complete credential, an http(s) base URL."""
+    for name, prefix in _SID.items():
+        value = config[name]
+        if value and not re.fullmatch(prefix + "[0-9a-fA-F]{32}", value):
+            raise ConfigError(f"{name} must be {prefix} followed by 32 hexadecimal digits")
+    if bool(config["TWILIO_API_KEY_SID"]) != bool(config["TWILIO_API_KEY_SECRET"]):
+        raise ConfigError("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET are set together or not at all")
+    if not config["TWILIO_ACCOUNT_SID"]:
+        for name in ("TWILIO_API_KEY_SID", "TWILIO_MESSAGING_SERVICE_SID"):
+            if config[name]:
+                raise ConfigError(f"{name} needs TWILIO_ACCOUNT_SID (the account that sends)")
+    elif not rest_configured(config):
+        raise ConfigError(
+            "TWILIO_ACCOUNT_SID needs a secret to send messages: TWILIO_AUTH_TOKEN, "
+            "or TWILIO_API_KEY_SID with TWILIO_API_KEY_SECRET"
+        )
+    base = config["TWILIO_API_BASE_URL"]
+    if base and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", base):
+        raise ConfigError(f"TWILIO_API_BASE_URL must be an http(s) URL, not {base!r}")
+
+
+def rest_configured(config: Mapping[str, Any]) -> bool:
+    """Return True when the settings let the bot send messages through Twilio's Messages API."""
+    return bool(config.get("TWILIO_ACCOUNT_SID") and (
+        config.get("TWILIO_AUTH_TOKEN")
+        or (config.get("TWILIO_API_KEY_SID") and config.get("TWILIO_API_KEY_SECRET"))))
 
 
 def production_like(config: Mapping[str, Any]) -> bool:

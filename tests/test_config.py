@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.config import SETTINGS, ConfigError, load_config
+from app.config import SETTINGS, ConfigError, load_config, rest_configured
 
 
 def test_missing_auth_token_fails_at_start_up_naming_it():
@@ -63,4 +63,51 @@ def test_defaults_and_types():
 
 def test_secrets_are_marked():
     secrets = {setting.name for setting in SETTINGS if setting.secret}
-    assert secrets == {"TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADMIN_API_TOKEN", "METRICS_TOKEN"}
+    assert secrets == {"TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET", "OPENAI_API_KEY", "ADMIN_API_TOKEN",
+                       "METRICS_TOKEN"}
+
+
+SID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"TWILIO_ACCOUNT_SID": "AC123"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_ACCOUNT_SID": "SK" + SID}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID, "TWILIO_API_KEY_SID": "AC" + SID,
+          "TWILIO_API_KEY_SECRET": "s"}, "TWILIO_API_KEY_SID"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID, "TWILIO_MESSAGING_SERVICE_SID": "MG" + SID[:-1] + "z"},
+         "TWILIO_MESSAGING_SERVICE_SID"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID, "TWILIO_API_KEY_SID": "SK" + SID}, "TWILIO_API_KEY_SECRET"),
+        ({"TWILIO_API_KEY_SID": "SK" + SID, "TWILIO_API_KEY_SECRET": "s"}, "needs TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_MESSAGING_SERVICE_SID": "MG" + SID}, "needs TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID, "TWILIO_API_BASE_URL": "ftp://example.com"},
+         "TWILIO_API_BASE_URL"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID, "TWILIO_API_BASE_URL": "127.0.0.1:5000"}, "TWILIO_API_BASE_URL"),
+    ],
+)
+def test_messages_api_settings_are_checked(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(environ={"TWILIO_AUTH_TOKEN": "t", **settings}, dotenv_path=None)
+
+
+def test_account_sid_without_any_secret_is_refused():
+    with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID needs a secret"):
+        load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false", "TWILIO_ACCOUNT_SID": "AC" + SID},
+                    dotenv_path=None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "configured"),
+    [
+        ({}, False),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID}, True),
+        ({"TWILIO_ACCOUNT_SID": "AC" + SID.upper(), "TWILIO_API_KEY_SID": "SK" + SID,
+          "TWILIO_API_KEY_SECRET": "s", "TWILIO_MESSAGING_SERVICE_SID": "MG" + SID,
+          "TWILIO_API_BASE_URL": "http://127.0.0.1:5099/"}, True),
+    ],
+)
+def test_complete_messages_api_settings_load(settings, configured):
+    config = load_config(environ={"TWILIO_AUTH_TOKEN": "t", **settings}, dotenv_path=None)
+    assert rest_configured(config) is configured
