@@ -35,3 +35,7 @@ class WrongTableLayout(StorageError):
 
 class InvalidUserId(ConversationError, ValueError):
     """A user id is empty, too long or has a character the store reserves."""
+
+
+class StaleMetadata(ConversationError):
+    """A conditional metadata update found other values than expected; nothing was written."""

@@ -21,7 +21,9 @@ from conversation.dynamodb.messages import Messages
 from conversation.dynamodb.summaries import Summaries
 from conversation.dynamodb.table import DEFAULT_MAX_ITEM_BYTES, DEFAULT_TABLE_NAME, Table
 from conversation.dynamodb.users import Users
+from conversation.dynamodb.work import Work
 from conversation.models import MAX_PAGE_SIZE, Conversation, Message, Page, Recorded, User
+from conversation.store import WorkItem
 
 __all__ = ["DEFAULT_TABLE_NAME", "MAX_PAGE_SIZE", "DynamoDBStorage"]
 
@@ -74,6 +76,7 @@ class DynamoDBStorage:
         self.deletion = Deletion(self.table, self.conversations, self.listings)
         self.coordination = Coordination(self.table)
         self.summaries = Summaries(self.table)
+        self.work = Work(self.table)
 
     def __repr__(self) -> str:
         return f"DynamoDBStorage(table={self.table.name!r})"
@@ -193,10 +196,10 @@ class DynamoDBStorage:
 
     def update_message_metadata(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        counters: dict[str, int] | None = None,
+        counters: dict[str, int] | None = None, expect: dict[str, Any] | None = None,
     ) -> Message:
         """Merge keys into a stored message's metadata; ``counters`` go to its header."""
-        return self.messages.update_metadata(user_id, message, updates, counters=counters)
+        return self.messages.update_metadata(user_id, message, updates, counters=counters, expect=expect)
 
     def recent_messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
         """Return the newest ``limit`` messages, oldest first, with one Query."""
@@ -297,8 +300,8 @@ class DynamoDBStorage:
         return self.deletion.hard_delete(user_id, conversation_id)
 
     def erase_user(self, user_id: str) -> int:
-        """Delete every item stored for a user; return how many were deleted."""
-        return self.deletion.erase_user(user_id)
+        """Delete every item stored for a user (its work item too); return how many were deleted."""
+        return self.work.forget(user_id) + self.deletion.erase_user(user_id)
 
     def iter_user_items(self, user_id: str) -> Iterator[dict[str, Any]]:
         """Yield everything stored for a user as plain dicts (for export)."""
@@ -329,3 +332,33 @@ class DynamoDBStorage:
     def get_counter(self, scope: str, name: str) -> int:
         """Return a counter's value (0 when it does not exist or has expired)."""
         return self.coordination.get_counter(scope, name)
+
+    # ------------------------------------------------------------------ work items
+
+    def note_text(self, user_id: str) -> int:
+        """Count one more unanswered text for the number; return the work's version."""
+        return self.work.note_text(user_id)
+
+    def claim_work(self, user_id: str, owner: str, seconds: float) -> int | None:
+        """Take (or renew) the number's work for ``seconds``; its version, or None."""
+        return self.work.claim(user_id, owner, seconds)
+
+    def renew_work(self, user_id: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s claim; False when it holds none."""
+        return self.work.renew(user_id, owner, seconds)
+
+    def finish_work(self, user_id: str, owner: str, version: int) -> bool:
+        """Delete the work if ``owner`` holds it at ``version``; False otherwise."""
+        return self.work.finish(user_id, owner, version)
+
+    def release_work(self, user_id: str, owner: str) -> None:
+        """Give up ``owner``'s claim, keeping the work."""
+        self.work.release(user_id, owner)
+
+    def get_work(self, user_id: str) -> WorkItem | None:
+        """Return the number's work item, or None."""
+        return self.work.get(user_id)
+
+    def due_work(self, now: float, limit: int) -> list[str]:
+        """Return up to ``limit`` numbers whose work nobody is doing (one Query per shard)."""
+        return self.work.due(now, limit)

@@ -24,6 +24,7 @@ Shared rules every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from conversation.models import Conversation, Message, Page, Recorded, User
@@ -58,8 +59,67 @@ class Coordination(Protocol):
         ...
 
 
+# A work item nobody claimed is due for recovery once its last text is this old: the
+# webhook that noted the text claims it at once, so only abandoned work waits this long.
+WORK_QUIET_SECONDS = 5.0
+# A work item expires (TTL) this long after its last text, whatever happens to it.
+WORK_TTL_SECONDS = 2 * 86400
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A number's unanswered texts, as the work queue sees them."""
+
+    user_id: str
+    version: int  # one more per recorded text
+    since: float  # epoch seconds of the first text not yet covered
+    owner: str | None  # who claimed the work, if anyone
+    claimed_until: float | None  # when that claim lapses
+
+
 @runtime_checkable
-class ConversationStore(Coordination, Protocol):
+class WorkQueue(Protocol):
+    """One work item per number with unanswered texts: the turn that answers them holds its claim.
+
+    Rules every implementation keeps: :meth:`note_text` raises the version atomically
+    (creating the item); :meth:`claim_work` succeeds only on existing work that is
+    unclaimed, whose claim lapsed, or that the owner already holds; :meth:`finish_work`
+    deletes the item only when the owner holds it and the version is unchanged;
+    :meth:`due_work` lists work whose claim lapsed or that nobody claimed for
+    WORK_QUIET_SECONDS; ``erase_user`` deletes the item.
+    """
+
+    def note_text(self, user_id: str) -> int:
+        """Count one more unanswered text for the number; return the work's version."""
+        ...
+
+    def claim_work(self, user_id: str, owner: str, seconds: float) -> int | None:
+        """Take (or renew) the number's work for ``seconds``; its version, or None if not possible."""
+        ...
+
+    def renew_work(self, user_id: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s claim; False when it holds none (lost, or the work is gone)."""
+        ...
+
+    def finish_work(self, user_id: str, owner: str, version: int) -> bool:
+        """Delete the work if ``owner`` holds it at ``version``; False: newer texts or claim lost."""
+        ...
+
+    def release_work(self, user_id: str, owner: str) -> None:
+        """Give up ``owner``'s claim and keep the work for someone else."""
+        ...
+
+    def get_work(self, user_id: str) -> WorkItem | None:
+        """Return the number's work item, or None when it has none."""
+        ...
+
+    def due_work(self, now: float, limit: int) -> list[str]:
+        """Return up to ``limit`` numbers whose work nobody is doing (crashed or released owners)."""
+        ...
+
+
+@runtime_checkable
+class ConversationStore(Coordination, WorkQueue, Protocol):
     """Users, conversations and messages, plus coordination."""
 
     def ping(self) -> None:
@@ -142,9 +202,13 @@ class ConversationStore(Coordination, Protocol):
 
     def update_message_metadata(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        counters: dict[str, int] | None = None,
+        counters: dict[str, int] | None = None, expect: dict[str, Any] | None = None,
     ) -> Message:
-        """Merge keys into a stored message's metadata; add ``counters`` to its conversation."""
+        """Merge keys into a stored message's metadata; add ``counters`` to its conversation.
+
+        With ``expect``, merge only if the stored metadata has those values (a missing
+        key reads as None), atomically with the write; otherwise raise StaleMetadata.
+        """
         ...
 
     def recent_messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:

@@ -15,8 +15,10 @@ counter                ``N#<name>`` (``pk = GLOBAL`` for global ones)
 =====================  ==========================================
 
 Outside the user partitions: daily figures at ``pk = STATS#<YYYY-MM-DD>#<shard>``,
-``sk = DAY``, and operator console sessions at ``pk = CONSOLE#<sha256 of the id>``,
-``sk = SESSION``.
+``sk = DAY``, operator console sessions at ``pk = CONSOLE#<sha256 of the id>``,
+``sk = SESSION``, and the work item of a number with unanswered texts at
+``pk = WORK#<shard 0..7 from the sha256 of the user id>``, ``sk = <user id>``
+(a few partitions, so recovery finds due work with one Query each, never a Scan).
 
 A message's *position* is ``<UTC time, microseconds>#<random hex>`` (a batch
 shares one time and random part and ends in ``.<index>``); the reply to a
@@ -27,6 +29,7 @@ Conversation headers carry the keys of the keys-only ``activity`` index:
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -200,3 +203,22 @@ def stats_key(day: str, shard: int) -> dict[str, Any]:
 def console_session_key(digest: str) -> dict[str, Any]:
     """Return the key of an operator console session, by the digest of its id."""
     return {"pk": {"S": "CONSOLE#" + digest}, "sk": {"S": "SESSION"}}
+
+
+WORK_SHARDS = 8
+_WORK = "WORK#"
+
+
+def work_shard(user_id: str) -> int:
+    """Return the work partition of a user (stable across processes, unlike ``hash``)."""
+    return hashlib.sha256(user_id.encode("utf-8")).digest()[0] % WORK_SHARDS
+
+
+def work_key(user_id: str) -> dict[str, Any]:
+    """Return the key of a user's work item (its unanswered texts' version and claim)."""
+    return {"pk": {"S": f"{_WORK}{work_shard(user_id)}"}, "sk": {"S": check_user_id(user_id)}}
+
+
+def work_partition(shard: int) -> dict[str, str]:
+    """Return the partition key value of one work shard."""
+    return {"S": f"{_WORK}{shard}"}

@@ -9,7 +9,7 @@ from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import s
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.table import Table, TransactionCancelled, pause
-from conversation.errors import ConversationNotFound, StorageError
+from conversation.errors import ConversationNotFound, StaleMetadata, StorageError
 from conversation.models import Message, Recorded
 
 # Transactions retried on contention (another writer on the same header).
@@ -190,11 +190,14 @@ class Messages:
         updates: dict[str, Any],
         *,
         counters: dict[str, int] | None = None,
+        expect: dict[str, Any] | None = None,
     ) -> Message:
         """Merge keys into a stored message's metadata (e.g. a delivery status).
 
         ``counters`` are added to the conversation header in the same transaction.
-        The write is conditioned on the metadata read, so concurrent merges both land.
+        The write is conditioned on the metadata read, so concurrent merges both land;
+        with ``expect`` the read must also hold those values (else StaleMetadata), so a
+        merge that raced ahead of this one makes it fail instead of landing on top.
         """
         if not message.position or not message.conversation_id:
             raise ValueError("message must be a stored message")
@@ -203,6 +206,8 @@ class Messages:
             current = self.at(user_id, message.conversation_id, message.position)
             if current is None:
                 raise ConversationNotFound(f"message {message.message_id} not found")
+            if expect and any(current.metadata.get(name) != value for name, value in expect.items()):
+                raise StaleMetadata(f"message {message.message_id} metadata is not as expected")
             merged = {**current.metadata, **updates}
             values: dict[str, Any] = {":m": codec.metadata_value(merged)}
             if current.metadata:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conversation.cursors import decode_cursor, encode_cursor
-from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge
+from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge, StaleMetadata
 from conversation.inmemory.coordination import MemoryCoordination
 from conversation.inmemory.summaries import MemorySummaries
+from conversation.inmemory.work import MemoryWork
 from conversation.models import (
     MAX_PAGE_SIZE,
     ROLES,
@@ -57,7 +58,7 @@ def _time_key(timestamp: str) -> str:
     return parse_iso(timestamp).strftime("%Y%m%dT%H%M%S.%f")
 
 
-class MemoryStore(MemoryCoordination, MemorySummaries):
+class MemoryStore(MemoryWork, MemoryCoordination, MemorySummaries):
     """Conversations, messages, leases and counters in memory (see :mod:`conversation.store`)."""
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -312,7 +313,7 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
 
     def update_message_metadata(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        counters: dict[str, int] | None = None,
+        counters: dict[str, int] | None = None, expect: dict[str, Any] | None = None,
     ) -> Message:
         if not message.position or not message.conversation_id:
             raise ValueError("message must be a stored message")
@@ -321,6 +322,8 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
             stored = thread.messages.get(message.position) if thread else None
             if thread is None or stored is None:
                 raise ConversationNotFound(f"message {message.message_id} not found")
+            if expect and any(stored.metadata.get(name) != value for name, value in expect.items()):
+                raise StaleMetadata(f"message {message.message_id} metadata is not as expected")
             stored.metadata = {**stored.metadata, **copy.deepcopy(updates)}
             for name, amount in (counters or {}).items():
                 thread.header.counters[name] = thread.header.counters.get(name, 0) + int(amount)
@@ -469,7 +472,7 @@ class MemoryStore(MemoryCoordination, MemorySummaries):
 
     def erase_user(self, user_id: str) -> int:
         with self._lock:
-            erased = self.forget(user_id)  # lease and counters
+            erased = self.forget(user_id) + self.forget_work(user_id)  # lease, counters, work
             for key in [key for key in self._threads if key[0] == user_id]:
                 erased += self.clear_conversation(*key)
             for key in [key for key in self._markers if key[0] == user_id]:
