@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conversation.active_ids import ActiveIds
 from conversation.errors import ConversationNotFound, MessageTooLarge
 from conversation.ids import check_user_id
 from conversation.models import Conversation, Message, Page, Recorded, Summary, parse_iso
@@ -22,6 +23,11 @@ class ConversationManager:
         default table when omitted.
     :param history_limit: how many of the newest messages a loaded conversation carries.
     :param max_content_chars: longest message content accepted, in characters.
+
+    The manager remembers the active conversation id it last read or wrote for each
+    number (:class:`conversation.active_ids.ActiveIds`), so a turn does not look it up
+    again for every call; writes with a remembered id are conditioned on the
+    conversation still being active, reads check its header.
     """
 
     def __init__(
@@ -34,6 +40,7 @@ class ConversationManager:
         self.storage: ConversationStore = storage if storage is not None else DynamoDBStorage()
         self.history_limit = history_limit
         self.max_content_chars = max_content_chars
+        self.active_ids = ActiveIds()
 
     # ---------------------------------------------------------------- writes
 
@@ -58,7 +65,8 @@ class ConversationManager:
         """Store a user's message once; a repeated ``message_id`` returns the first copy.
 
         ``conversation_hint`` is the active conversation id from :meth:`get_user_state`,
-        if the caller has it (saves a read).
+        if the caller has it; otherwise the one this manager last saw for the number
+        is tried (either saves a read; a stale one only costs a retry).
         """
         self._check(content)
         message = Message(
@@ -69,9 +77,32 @@ class ConversationManager:
         )
         if message_id:
             message.message_id = message_id
-        return self.storage.append(
-            _uid(user_id), message, idempotent=bool(message_id), active_hint=conversation_hint
+        return self._append_to_active(
+            _uid(user_id), message, idempotent=bool(message_id), hint=conversation_hint
         )
+
+    def _append_to_active(
+        self,
+        user_id: str,
+        message: Message,
+        *,
+        idempotent: bool = False,
+        hint: str | None = None,
+        counters: dict[str, int] | None = None,
+    ) -> Recorded:
+        """Append to the active conversation, trying the remembered id first; remember the one used."""
+        recorded = self.storage.append(
+            user_id,
+            message,
+            idempotent=idempotent,
+            counters=counters,
+            active_hint=hint or self.active_ids.get(user_id),
+        )
+        if recorded.created:
+            # The append's condition just saw this conversation active. (A repeated id returns
+            # the first copy, whose conversation may have been archived since: not remembered.)
+            self.active_ids.remember(user_id, recorded.message.conversation_id)
+        return recorded
 
     def add_user_message(
         self,
@@ -99,6 +130,8 @@ class ConversationManager:
         self._check(content)
         parent = self._resolve(user_id, reply_to)
         message = Message(content=content, role="assistant", metadata=dict(metadata or {}))
+        if parent is None:
+            return self._append_to_active(_uid(user_id), message, counters=counters)
         return self.storage.append(_uid(user_id), message, reply_to=parent, counters=counters)
 
     def add_assistant_message(
@@ -116,7 +149,7 @@ class ConversationManager:
     def add_system_message(self, user_id: str, content: str) -> Message:
         """Store a system note in the active conversation and return it."""
         self._check(content)
-        return self.storage.append(_uid(user_id), Message(content=content, role="system")).message
+        return self._append_to_active(_uid(user_id), Message(content=content, role="system")).message
 
     def _resolve(self, user_id: str, reply_to: Message | str | None) -> Message | None:
         if reply_to is None or isinstance(reply_to, Message):
@@ -133,16 +166,34 @@ class ConversationManager:
     ) -> Conversation:
         """Return the active conversation with its newest messages, starting one if needed."""
         user_id = _uid(user_id)
-        conversation = self.storage.get_active_conversation(user_id)
+        conversation = self._active_conversation(user_id)
         if conversation is None:
             conversation_id = self.storage.start_conversation(user_id)
             conversation = self.storage.get_conversation(user_id, conversation_id)
             if conversation is None:
                 raise ConversationNotFound(conversation_id)
+            self.active_ids.remember(user_id, conversation_id)
         limit = self.history_limit if history_limit is None else history_limit
         conversation.messages = self.storage.recent_messages(
             user_id, conversation.conversation_id, limit
         )
+        return conversation
+
+    def _active_conversation(self, user_id: str) -> Conversation | None:
+        """Return the active conversation's header: one read when its id is remembered.
+
+        The remembered id is checked against the header it reads (still active, not
+        deleted); a stale one falls back to the user record.
+        """
+        remembered = self.active_ids.get(user_id)
+        if remembered is not None:
+            header = self.storage.get_conversation(user_id, remembered)
+            if header is not None and header.is_active and header.deleted_at is None:
+                return header
+            self.active_ids.forget(user_id, remembered)
+        conversation = self.storage.get_active_conversation(user_id)
+        if conversation is not None:
+            self.active_ids.remember(user_id, conversation.conversation_id)
         return conversation
 
     def get_history(
@@ -179,7 +230,7 @@ class ConversationManager:
 
     def get_message_count(self, user_id: str) -> int:
         """Return how many messages the active conversation holds."""
-        conversation = self.storage.get_active_conversation(_uid(user_id))
+        conversation = self._active_conversation(_uid(user_id))
         return conversation.message_count if conversation else 0
 
     def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
@@ -247,11 +298,19 @@ class ConversationManager:
 
         Returns the archived conversation's id, or None when there was none.
         """
-        return self.storage.reset(_uid(user_id))
+        user_id = _uid(user_id)
+        try:
+            return self.storage.reset(user_id)
+        finally:
+            self.active_ids.forget(user_id)
 
     def archive_conversation(self, user_id: str, conversation_id: str) -> bool:
         """Archive one conversation; False when it already was."""
-        return self.storage.archive_conversation(_uid(user_id), conversation_id)
+        user_id = _uid(user_id)
+        try:
+            return self.storage.archive_conversation(user_id, conversation_id)
+        finally:
+            self.active_ids.forget(user_id, conversation_id)
 
     def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> Conversation:
         """Set a conversation's title."""
@@ -259,6 +318,7 @@ class ConversationManager:
 
     def delete_conversation(self, user_id: str, conversation_id: str, *, hard: bool = False) -> int:
         """Soft-delete a conversation (hidden, kept) or hard-delete it; return items deleted."""
+        self.active_ids.forget(_uid(user_id), conversation_id)
         if hard:
             return self.storage.hard_delete_conversation(_uid(user_id), conversation_id)
         self.storage.soft_delete_conversation(_uid(user_id), conversation_id)
@@ -291,7 +351,11 @@ class ConversationManager:
 
     def erase_user(self, user_id: str) -> int:
         """Delete everything stored for a user; safe to repeat. Return items deleted."""
-        return self.storage.erase_user(_uid(user_id))
+        user_id = _uid(user_id)
+        try:
+            return self.storage.erase_user(user_id)
+        finally:
+            self.active_ids.forget(user_id)
 
     def set_opt_out(self, user_id: str, opted_out: bool) -> None:
         """Record the number's opt-out state (STOP / START)."""

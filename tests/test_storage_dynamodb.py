@@ -120,8 +120,8 @@ def test_a_turn_costs_the_same_requests_at_any_history_length(manager, storage):
         else:
             _turn(manager, index)
     assert shapes[5] == shapes[149] == [
-        "GetItem", "TransactWriteItems",  # the text: active conversation, then one transaction
-        "GetItem", "Query",               # the context window: pointer, then the newest 20
+        "TransactWriteItems",  # the text: one transaction to the remembered active conversation
+        "GetItem", "Query",    # the context window: pointer, then the newest 20
         "TransactWriteItems",             # the reply
     ]
 
@@ -193,3 +193,36 @@ def test_a_cancelled_transaction_names_the_action_that_failed(storage):
     assert storage.get_counter(USER, "b") == 0  # all or nothing
     with pytest.raises(ConditionFailed):
         table.call("put_item", **put("a")["Put"])
+
+
+def _seed_turn(manager, index):
+    manager.add_user_message(user_id=USER, content=f"text {index}")
+    conversation = manager.get_or_create_conversation(user_id=USER)
+    manager.add_assistant_message(user_id=USER, content=f"reply {index}")
+    return conversation
+
+
+def test_the_seed_apis_turn_makes_four_requests(storage):
+    """The seed example's calls look the active conversation up once per turn, not per call."""
+    manager = ConversationManager(storage=storage, history_limit=20)
+    _seed_turn(manager, 0)  # a fresh manager looks the number up once
+    with CallRecorder(storage.client) as recorder:
+        conversation = _seed_turn(manager, 1)
+    assert [m.content for m in conversation.messages][-3:] == ["text 0", "reply 0", "text 1"]
+    assert recorder.operations == [
+        "TransactWriteItems",  # the text, to the remembered conversation (if still active)
+        "GetItem", "Query",    # its header (is it still active?) and the newest messages
+        "TransactWriteItems",  # the reply
+    ]
+
+
+def test_a_fresh_managers_seed_turn_looks_the_number_up_once(storage):
+    ConversationManager(storage=storage).add_user_message(USER, "hello")
+    manager = ConversationManager(storage=storage)  # another process: remembers nothing
+    with CallRecorder(storage.client) as recorder:
+        _seed_turn(manager, 1)
+    assert recorder.operations == [
+        "GetItem", "TransactWriteItems",  # the user record names the active conversation
+        "GetItem", "Query",
+        "TransactWriteItems",
+    ]

@@ -440,3 +440,69 @@ def test_user_record_names_the_active_conversation(manager, store):
     assert not user.opted_out
     manager.reset_conversation(USER)
     assert store.get_user(USER).active_conversation_id is None
+
+
+# The manager remembers a number's active conversation id (issue 14, point 6): a
+# remembered id that another process made stale must never be written to or read as active.
+
+
+def test_a_remembered_id_made_stale_by_another_reset_is_never_written_to(manager, store):
+    manager.add_user_message(USER, "first")
+    old = manager.get_or_create_conversation(USER).conversation_id
+    assert manager.active_ids.get(USER) == old
+    ConversationManager(storage=store).reset_conversation(USER)  # another process
+    manager.add_user_message(USER, "after the reset")
+    manager.add_assistant_message(USER, "a reply after the reset")
+    manager.add_system_message(USER, "a note after the reset")
+    current = manager.get_or_create_conversation(USER)
+    assert current.conversation_id != old and current.is_active
+    assert [m.content for m in current.messages] == [
+        "after the reset", "a reply after the reset", "a note after the reset"
+    ]
+    assert [m.content for m in manager.list_messages(USER, old).items] == ["first"]
+    assert manager.get_conversation(USER, old).is_active is False
+    assert manager.get_message_count(USER) == 3
+
+
+def test_a_remembered_id_made_stale_is_not_read_as_the_active_conversation(manager, store):
+    manager.add_user_message(USER, "first")
+    old = manager.get_or_create_conversation(USER).conversation_id
+    ConversationManager(storage=store).reset_conversation(USER)  # another process
+    assert manager.get_message_count(USER) == 0
+    fresh = manager.get_or_create_conversation(USER)
+    assert fresh.conversation_id != old and fresh.messages == []
+    ConversationManager(storage=store).delete_conversation(USER, fresh.conversation_id)  # soft
+    again = manager.get_or_create_conversation(USER)
+    assert again.conversation_id not in (old, fresh.conversation_id)
+
+
+def test_a_remembered_id_made_stale_by_another_erase_starts_afresh(manager, store):
+    manager.add_user_message(USER, "before the erase", message_id="SMer1")
+    old = manager.get_or_create_conversation(USER).conversation_id
+    ConversationManager(storage=store).erase_user(USER)  # another process
+    manager.add_user_message(USER, "after the erase", message_id="SMer2")
+    current = manager.get_or_create_conversation(USER)
+    assert current.conversation_id != old
+    assert [m.content for m in current.messages] == ["after the erase"]
+    assert store.get_conversation(USER, old) is None
+    assert store.get_user(USER).active_conversation_id == current.conversation_id
+
+
+def test_the_manager_forgets_the_id_it_resets_archives_deletes_or_erases(manager):
+    def remembered():
+        manager.add_user_message(USER, "hello")
+        cid = manager.get_or_create_conversation(USER).conversation_id
+        assert manager.active_ids.get(USER) == cid
+        return cid
+
+    remembered()
+    manager.reset_conversation(USER)
+    assert manager.active_ids.get(USER) is None
+    manager.archive_conversation(USER, remembered())
+    assert manager.active_ids.get(USER) is None
+    manager.delete_conversation(USER, remembered())
+    assert manager.active_ids.get(USER) is None
+    remembered()
+    manager.erase_user(USER)
+    assert manager.active_ids.get(USER) is None
+    assert manager.get_message_count(USER) == 0
