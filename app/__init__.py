@@ -78,6 +78,7 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
     from app.persona import build_responders
     from app.text_handler import TextHandler
     from app.turn import TurnSettings
+    from app.twilio_rest import build_sender
     from conversation.daily_stats import DailyStats
     from conversation.operator_sessions import OperatorSessions
 
@@ -107,6 +108,7 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
         metrics=build_metrics(settings, storage),
         console_sessions=OperatorSessions(storage) if settings.get("ADMIN_API_TOKEN") else None,
         text_handler=handler,
+        sender=build_sender(settings),
     )
 
 
@@ -129,5 +131,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     for name in ("app", "conversation", "scripts"):
         logging.getLogger(name).setLevel(level.upper())
     # httpx2/httpcore2 are the openai client's transport: at INFO they log every model call.
-    for name in ("botocore", "boto3", "urllib3", "openai", "httpx", "httpcore", "httpx2", "httpcore2"):
+    # twilio's HTTP client logs every Messages API request (query numbers included) at INFO.
+    for name in ("botocore", "boto3", "urllib3", "openai", "httpx", "httpcore", "httpx2", "httpcore2",
+                 "twilio"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.limits import Limits
     from app.memory import MemoryKeeper
     from app.metrics import Metrics
+    from app.outbound import ReplySender
     from app.replies import Responder
     from app.text_handler import TextHandler
     from conversation import ConversationManager
@@ -47,6 +48,8 @@ class Services:
     console_sessions: OperatorSessions | None
     # The turn of one text, built from the collaborators above.
     text_handler: TextHandler
+    # Sends replies through Twilio's Messages API; None when no REST credentials are set.
+    sender: ReplySender | None = None
 
 
 def attach(app: Flask, built: Services) -> None:
