@@ -103,7 +103,8 @@ class MessagesDescription:
             elif len(values) != 1:
                 problems.append(Problem(INVALID_PARAMETER, f"{name} is given {len(values)} times"))
             else:
-                problems += self._value(name, schema, values[0])
+                # The DateSent filters take a plain date too, says their description.
+                problems += self._value(name, schema, values[0], dates=name.startswith("DateSent"))
         return problems
 
     def check_message_sid(self, sid: str) -> list[Problem]:
@@ -116,10 +117,11 @@ class MessagesDescription:
             return self._schemas[ref.rsplit("/", 1)[-1]]
         return schema
 
-    def _value(self, name: str, schema: Mapping[str, Any], value: str) -> list[Problem]:
+    def _value(self, name: str, schema: Mapping[str, Any], value: str, *,
+               dates: bool = False) -> list[Problem]:
         schema = self._resolve(schema)
         kind = schema.get("type", "string")
-        wrong = _wrong(schema, kind, value)
+        wrong = _wrong(schema, kind, value, dates)
         return [Problem(INVALID_PARAMETER, f"{name} {wrong}: {value[:80]!r}")] if wrong else []
 
 
@@ -127,7 +129,7 @@ def _parameters(operation: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {p["name"]: p["schema"] for p in operation.get("parameters", ()) if p["in"] == where}
 
 
-def _wrong(schema: Mapping[str, Any], kind: str, value: str) -> str | None:
+def _wrong(schema: Mapping[str, Any], kind: str, value: str, dates: bool) -> str | None:
     """Why ``value`` (as sent in a form or query) does not fit ``schema``; None when it does."""
     if kind == "boolean":
         return None if value.lower() in ("true", "false") else "must be true or false"
@@ -152,8 +154,8 @@ def _wrong(schema: Mapping[str, Any], kind: str, value: str) -> str | None:
     ignore_format = schema.get("x-twilio", {}).get("ignoreFormat")
     if schema.get("format") == "uri" and not ignore_format and not _is_uri(value):
         return "must be an absolute URI"
-    if schema.get("format") == "date-time" and not _is_date(value):
-        return "must be a date or date-time"
+    if schema.get("format") == "date-time" and not _is_date_time(value, dates):
+        return "must be a date-time (ISO 8601)" + (" or a date" if dates else "")
     return None
 
 
@@ -161,14 +163,15 @@ def _is_uri(value: str) -> bool:
     return re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+[^\s]*", value) is not None
 
 
-def _is_date(value: str) -> bool:
+def _is_date_time(value: str, dates: bool) -> bool:
     try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dates and bool(date.fromisoformat(value))
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", value):
+            return False
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        try:
-            date.fromisoformat(value)
-        except ValueError:
-            return False
+        return False
     return True
 
 
