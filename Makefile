@@ -58,9 +58,10 @@ test: install-dev
 docs: $(VENV)/.installed
 	$(PY) scripts/gen_config_docs.py
 
-# Regenerates docs/benchmarks.md and docs/benchmarks.png (about 8 minutes on 2 cores);
+# Regenerates docs/benchmarks.md and docs/benchmarks.png (about 15 minutes on 2 cores);
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 9 --texters 50,100,200,400";
-# BENCH_ARGS="--parts cost" refreshes only the memory and cost tables (seconds).
+# BENCH_ARGS="--parts cost" refreshes only the memory and cost tables (seconds);
+# BENCH_ARGS="--parts async" refreshes only part 5, the async and auto reply modes (about 7 minutes).
 bench: install-dev
 	$(PY) -m scripts.bench $(BENCH_ARGS)
 

@@ -29,7 +29,7 @@ def _env(text: str) -> dict[str, str]:
     return pairs
 
 
-PARTS = ("storage", "webhook", "concurrency", "cost")
+PARTS = ("storage", "webhook", "concurrency", "cost", "async")
 
 
 def _parts(raw: str) -> list[str]:
@@ -39,6 +39,23 @@ def _parts(raw: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown part {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(PARTS)}"
+        )
+    return names
+
+
+DEFAULT_SCENARIOS = ("async", "auto", "bursts-auto", "bursts-async", "requests-auto", "requests-async")
+
+
+def _scenarios(raw: str) -> list[str]:
+    """Read --async-scenarios; an unknown name is an error."""
+    from scripts.bench.bench_async import SCENARIOS
+
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(SCENARIOS)}"
         )
     return names
 
@@ -60,6 +77,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", type=_parts, default=list(PARTS),
                         help=f"which parts to run, comma-separated (default {','.join(PARTS)}; "
                              "cost alone refreshes only its section and the README's)")
+    parser.add_argument("--async-scenarios", type=_scenarios, default=list(DEFAULT_SCENARIOS),
+                        help="part 5's scenarios, comma-separated (default "
+                             f"{','.join(DEFAULT_SCENARIOS)}; also: sync)")
+    parser.add_argument("--async-texters", type=int, default=200,
+                        help="N in part 5's closed loops (default 200)")
+    parser.add_argument("--async-latency", type=float, default=20.0,
+                        help="fake model latency L of part 5's async closed loop (default 20 s)")
+    parser.add_argument("--auto-latency", type=float, default=2.0,
+                        help="fake model latency L of part 5's auto and sync closed loops (default 2 s)")
+    parser.add_argument("--async-duration", type=float, default=None,
+                        help="seconds of load per closed loop in part 5 (default 4 L async, 15 L auto)")
+    parser.add_argument("--burst-numbers", type=int, default=10,
+                        help="numbers that each send a 5-text burst in part 5 (default 10)")
+    parser.add_argument("--burst-latency", type=float, default=5.0,
+                        help="fake model latency L during part 5's bursts (default 5 s)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=Path("/tmp/dadacat-bench-results.json"),
                         help="also save the raw results here (default /tmp/dadacat-bench-results.json)")
@@ -168,9 +200,18 @@ def main(argv: list[str] | None = None) -> int:
 
             log("part 4: memory and cost per 1,000 texts")
             results["cost"] = bench_cost.run(ddb.endpoint_url, log=log)
+        if "async" in parts:
+            from scripts.bench import bench_async
+
+            log("part 5: replies that outlive the webhook (async and auto modes)")
+            scenarios = bench_async.default_scenarios(
+                texters=args.async_texters, async_latency=args.async_latency, auto_latency=args.auto_latency,
+                duration=args.async_duration, burst_numbers=args.burst_numbers,
+                burst_latency=args.burst_latency, names=args.async_scenarios)
+            results["async"] = bench_async.run(ddb.endpoint_url, scenarios=scenarios, log=log)
     results["elapsed_s"] = time.monotonic() - started
 
-    from scripts.bench import report
+    from scripts.bench import report, report_async
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.json:
@@ -181,11 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         report.write_cost_sections(results["cost"], [args.out])
         log(f"updated the cost sections of {args.out} and README.md")
         return 0
+    if parts == {"async"} and args.out.exists():
+        # Part 5 alone replaces only its own section (which carries its own targets table).
+        report_async.write_section(results, args.out)
+        log(f"updated part 5 of {args.out}")
+        _log_targets(report_async.targets(results["async"]), log)
+        return 0
     report.write(results, args.out, args.out.with_suffix(".png"))
     log(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    for target, goal, measured, met, _ in report.targets(results):
-        log(f"  {target}: {measured} (goal {goal}) {'MET' if met else ('MISSED' if met is False else '')}")
+    _log_targets(report.targets(results), log)
     return 0
+
+
+def _log_targets(rows: list[tuple[str, str, str, bool | None, str]], log: Any) -> None:
+    for target, goal, measured, met, _ in rows:
+        log(f"  {target}: {measured} (goal {goal}) {'MET' if met else ('MISSED' if met is False else '')}")
 
 
 if __name__ == "__main__":

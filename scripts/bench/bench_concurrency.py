@@ -11,6 +11,7 @@ OPENAI_BASE_URL. DynamoDB Local holds the conversations. Rate limits are off.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shlex
 import signal
@@ -35,15 +36,22 @@ TOKEN = "bench-auth-token-" + "1" * 15
 DEADLINE = 15.0  # Twilio gives up after about 15 s
 CLIENT_TIMEOUT = 30.0
 
+# The fake model in its own process. It reads commands from stdin until it closes:
+# "dump PATH" writes the request bodies received so far to PATH as JSON.
 _FAKE_SERVER = r"""
-import sys, time
+import json, sys
 from localpeers import fake_openai
 from localpeers.fake_openai import FakeOpenAI, reply
 # Accept a crowd of connections at once instead of the socketserver default of 5.
 fake_openai._Server.request_queue_size = 512
 fake = FakeOpenAI(default=reply(sys.argv[2], delay=float(sys.argv[1]))).start()
 print(fake.base_url, flush=True)
-sys.stdin.read()
+for line in sys.stdin:
+    command, _, path = line.strip().partition(" ")
+    if command == "dump":
+        with open(path, "w") as out:
+            json.dump(fake.requests, out)
+        print("ok", flush=True)
 fake.close()
 """
 
@@ -168,14 +176,28 @@ class Server:
             time.sleep(0.2)
         else:
             raise RuntimeError("gunicorn did not open its port within 60 s")
-        # First text per worker builds clients and the table; keep it out of the figures.
+        self.warm()
+        return self
+
+    def warm(self) -> None:
+        """Send a few texts first: the first text per worker builds clients and the table."""
         warmers = [threading.Thread(target=Texter(self, f"+1555000000{i}", self.reply_text).send_one)
                    for i in range(8)]
         for thread in warmers:
             thread.start()
         for thread in warmers:
             thread.join()
-        return self
+
+    def model_requests(self) -> list[Any]:
+        """Return the JSON bodies the fake model has received so far, in arrival order."""
+        if self.fake is None or self.fake.stdin is None or self.fake.stdout is None:
+            return []
+        with tempfile.NamedTemporaryFile(prefix="bench-model-", suffix=".json") as dump:
+            self.fake.stdin.write(f"dump {dump.name}\n")
+            self.fake.stdin.flush()
+            if self.fake.stdout.readline().strip() != "ok":
+                raise RuntimeError("the fake model did not dump its requests")
+            return json.loads(Path(dump.name).read_text())
 
     def worker_pids(self) -> list[int]:
         """Return the pids of gunicorn's workers (children of the master)."""

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scripts.bench import report_async
 from scripts.bench.bench_cost import cost_section
 
 NAMES = {"ours": "DadaCat SMS (ours)", "seed": "seed layout (original DadaCat)", "langchain": "LangChain-style"}
@@ -90,6 +91,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None, s
                          "GUNICORN_THREADS and WEB_CONCURRENCY move it; see part 3"))
     elif conc:
         rows.append(("concurrency under gunicorn", "", "not measured", None, conc["skipped"]))
+    if results.get("async"):
+        rows.extend(report_async.targets(results["async"]))
     return rows
 
 
@@ -196,6 +199,8 @@ def markdown(results: dict[str, Any], image_name: str) -> str:
     conc = results.get("concurrency")
     if conc:
         out.extend(_concurrency_section(conc))
+    if results.get("async"):
+        out += [report_async.START, *report_async.section(results["async"], results), report_async.END, ""]
     cost = results.get("cost")
     if cost:
         out += [COST_START, *cost_section(cost), COST_END, ""]
