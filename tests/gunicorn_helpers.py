@@ -78,3 +78,34 @@ def running_gunicorn(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def worker_pids(master: subprocess.Popen) -> list[int]:
+    """Return the pids of gunicorn's workers (the master's children)."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _sockets_to(port: int) -> set[str]:
+    """Return the inodes of established TCP connections to 127.0.0.1:``port`` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and int(remote.split(":")[1], 16) == port:
+            inodes.add(inode)
+    return inodes
+
+
+def workers_connected_to(master: subprocess.Popen, port: int) -> list[int]:
+    """Return the workers holding a connection to 127.0.0.1:``port`` (e.g. the model, mid-turn)."""
+    inodes = _sockets_to(port)
+    holders = []
+    for pid in worker_pids(master):
+        try:
+            links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            holders.append(pid)
+    return holders

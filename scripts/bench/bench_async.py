@@ -20,6 +20,7 @@ and what the fake model was asked, not against the app's own logs.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import threading
 import time
 import uuid
@@ -482,6 +483,9 @@ def fake_messages_api(callbacks: bool = True) -> Any:
 def run(endpoint_url: str, *, scenarios: list[Scenario], log: Callable[[str], None],
         fake_twilio: Callable[[bool], Any] = fake_messages_api) -> dict[str, Any]:
     """Run each scenario on a fresh gunicorn, fake model and fake Messages API."""
+    if fake_twilio is fake_messages_api and importlib.util.find_spec("localpeers.fake_twilio") is None:
+        log("  async: no fake Messages API (localpeers/fake_twilio.py); skipped")
+        return {"skipped": "the fake Messages API (localpeers/fake_twilio.py) was not available"}
     out: dict[str, Any] = {"scenarios": []}
     for scenario in scenarios:
         # Status callbacks are posted as Twilio posts them, except while counting requests: a
