@@ -97,6 +97,7 @@ class _Trouble:
 @dataclass
 class _State:
     messages: list[dict[str, Any]] = field(default_factory=list)
+    by_sid: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
     troubles: list[_Trouble] = field(default_factory=list)
@@ -237,6 +238,7 @@ class FakeTwilio:
                 return _error(400, 21617) + (0.0,)
             message = self._message(form, to, body)
             self._state.messages.append(message)
+            self._state.by_sid[message["sid"]] = message
             self._lock.notify_all()
         callback = (form.get("StatusCallback") or [None])[0]
         threading.Thread(target=self._advance, args=(message["sid"], callback), daemon=True).start()
@@ -267,7 +269,7 @@ class FakeTwilio:
             if self._closing.wait(self.callback_delay):
                 return
             with self._lock:
-                message = next(m for m in self._state.messages if m["sid"] == sid)
+                message = self._state.by_sid[sid]
                 message["status"] = status
                 message["from"] = message["from"] or self.service_number
                 now = format_datetime(datetime.now(UTC))
@@ -281,7 +283,7 @@ class FakeTwilio:
 
     def _current(self, sid: str) -> dict[str, Any]:
         with self._lock:
-            return dict(next(m for m in self._state.messages if m["sid"] == sid))
+            return dict(self._state.by_sid[sid])
 
     def _post_callback(self, url: str, message: dict[str, Any]) -> None:
         from twilio.request_validator import RequestValidator
@@ -335,9 +337,9 @@ class FakeTwilio:
 
     def _fetch(self, sid: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            for message in self._state.messages:
-                if message["sid"] == sid:
-                    return 200, dict(message)
+            message = self._state.by_sid.get(sid)
+            if message is not None:
+                return 200, dict(message)
         return _error(404, 20404)
 
 

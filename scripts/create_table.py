@@ -13,6 +13,7 @@ from typing import Any
 
 from app.config import ConfigError, load_config
 from conversation import DynamoDBStorage
+from conversation.dynamodb.table import _region
 from conversation.errors import StorageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +37,10 @@ def create_table(config: Mapping[str, Any], environ: Mapping[str, str] | None = 
         import boto3
 
         credentials = {arg: environ[name] for name, arg in _CREDENTIAL_NAMES.items() if environ.get(name)}
-        client = boto3.session.Session(**credentials).client(
-            "dynamodb", endpoint_url=config["AWS_ENDPOINT_URL"], region_name=config["AWS_REGION"]
-        )
+        session = boto3.session.Session(**credentials)
+        # The storage's own region chain: with no region anywhere, a local endpoint gets us-east-1.
+        region = _region(config["AWS_REGION"], session, config["AWS_ENDPOINT_URL"])
+        client = session.client("dynamodb", endpoint_url=config["AWS_ENDPOINT_URL"], region_name=region)
     storage = DynamoDBStorage(
         config["DYNAMODB_TABLE_NAME"],
         client=client,

@@ -2,12 +2,16 @@
 
 ``make run`` calls this. With no ``.env`` it writes ``.local/dev.env`` holding a
 random TWILIO_AUTH_TOKEN, so signature checks stay on and ``scripts/sms.py``
-signs with the same token. Ctrl-C stops everything it started.
+signs with the same token. Replies the bot sends later through Twilio's Messages
+API go to a local stand-in (localpeers/fake_twilio.py) that this script starts,
+unless TWILIO_API_BASE_URL names another; ``scripts/sms.py`` prints them.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -28,6 +32,8 @@ from localpeers.dynamodb_local import (
     free_port,
     port_open,
 )
+from localpeers.fake_twilio import FakeTwilio
+from localpeers.twilio_openapi import DescriptionMissing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,6 +138,36 @@ def docker_available() -> bool:
 
 
 GENERATED_TOKEN_PREFIX = "local-"
+# The account of the local Messages API when the settings name none (any AC + 32 hex will do).
+LOCAL_ACCOUNT_SID = "AC" + "0ca1" * 8
+
+
+def messages_api_file(port: int, root: Path = ROOT) -> Path:
+    """Where a local run on ``port`` tells scripts/sms.py how to read the replies sent later."""
+    return root / ".local" / f"messages-api-{port}.json"
+
+
+def start_messages_api(env: dict[str, str], bot_port: int, root: Path = ROOT) -> FakeTwilio | None:
+    """Start the local Messages API and point the bot's environment ``env`` at it.
+
+    It accepts the bot's own credentials (the account SID, or a local one when none is set,
+    with the auth token or the API key pair) and signs delivery callbacks with the auth token,
+    as Twilio does. Returns None, starting nothing, when TWILIO_API_BASE_URL names an endpoint.
+    """
+    if (env.get("TWILIO_API_BASE_URL") or "").strip():
+        return None
+    account = (env.get("TWILIO_ACCOUNT_SID") or "").strip() or LOCAL_ACCOUNT_SID
+    token = (env.get("TWILIO_AUTH_TOKEN") or "").strip() or secrets.token_hex(16)
+    key = (env.get("TWILIO_API_KEY_SID") or "").strip()
+    secret = (env.get("TWILIO_API_KEY_SECRET") or "").strip()
+    fake = FakeTwilio(account, token, api_keys={key: secret} if key and secret else None).start()
+    env.update(TWILIO_API_BASE_URL=fake.base_url, TWILIO_ACCOUNT_SID=account, TWILIO_AUTH_TOKEN=token)
+    path = messages_api_file(bot_port, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps({"base_url": fake.base_url, "account_sid": account, "auth_token": token}))
+    return fake
 
 
 def child_environment(
@@ -183,7 +219,7 @@ def docker_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def next_steps(url: str, operator_token: str | None = None) -> str:
+def next_steps(url: str, operator_token: str | None = None, messages_url: str | None = None) -> str:
     """Return the text printed once the bot answers.
 
     A token this script generated is shown (it exists only for this run); one the
@@ -201,7 +237,9 @@ def next_steps(url: str, operator_token: str | None = None) -> str:
         "or from another terminal:\n"
         "    make sms                                  (interactive phone)\n"
         "    .venv/bin/python scripts/sms.py \"hello cat\" (one text)\n"
-        "Press Ctrl-C here to stop the bot and DynamoDB Local.\n"
+        + (f"Replies sent later through the Messages API go to a local stand-in at {messages_url};\n"
+           "scripts/sms.py prints them as they arrive.\n" if messages_url else "")
+        + "Press Ctrl-C here to stop the bot and DynamoDB Local.\n"
     )
 
 
@@ -283,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ddb: DynamoDBLocal | None = None
     docker_proc: subprocess.Popen | None = None
     bot: subprocess.Popen | None = None
+    messages_api: FakeTwilio | None = None
     try:
         preference = args.dynamodb
         problem = jar_problem()
@@ -317,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         created = create_table(load_config(dotenv_path=None, environ=env), environ=env)
         print(f"Table {config['DYNAMODB_TABLE_NAME']} {'created' if created else 'already exists'}.")
 
+        messages_api = start_messages_api(env, args.port)
+        if messages_api is None:
+            print(f"Replies sent later go to TWILIO_API_BASE_URL={env['TWILIO_API_BASE_URL']}.")
         url = f"http://{args.host}:{args.port}/sms"
         print(f"Starting the bot (gunicorn) on {args.host}:{args.port} ...")
         bot = subprocess.Popen(gunicorn_command(sys.executable, args.host, args.port, args.workers), env=env)
@@ -324,13 +366,13 @@ def main(argv: list[str] | None = None) -> int:
         status = _wait_health(f"http://{args.host}:{args.port}/health", bot, 60)
         if status != 200:
             print(f"warning: GET /health answered {status}; see the log above", file=sys.stderr)
-        print(next_steps(url, env.get("ADMIN_API_TOKEN")), flush=True)
+        print(next_steps(url, env.get("ADMIN_API_TOKEN"), messages_api and messages_api.base_url), flush=True)
         bot.wait()
         return 0 if bot.returncode in (0, -signal.SIGINT, -signal.SIGTERM) else 1
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
         return 0
-    except (LaunchError, DynamoDBLocalError, StorageError) as exc:
+    except (LaunchError, DynamoDBLocalError, StorageError, DescriptionMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -338,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         _stop(docker_proc)
         if ddb is not None:
             ddb.stop()
+        if messages_api is not None:
+            messages_api.close()
+            messages_api_file(args.port).unlink(missing_ok=True)
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:

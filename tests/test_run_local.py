@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import stat
+import uuid
 
 import pytest
 
@@ -141,3 +143,66 @@ def test_make_run_opens_the_console_with_a_token_of_its_own_unless_one_is_set():
     mine = run_local.child_environment({}, {"ADMIN_API_TOKEN": "my-own-secret"}, None, local=True)
     assert mine["ADMIN_API_TOKEN"] == "my-own-secret"
     assert "my-own-secret" not in run_local.next_steps("http://127.0.0.1:5000/sms", "my-own-secret")
+
+
+def _send_through(env):
+    from app.twilio_rest import build_sender
+
+    sender = build_sender(load_config(environ=env, dotenv_path=None))
+    assert sender is not None
+    return sender.send(to="+15555550142", from_="+15555550100", body="later, cat", status_callback=None)
+
+
+def test_make_run_points_the_bots_replies_sent_later_at_a_local_messages_api(tmp_path):
+    env = {"TWILIO_AUTH_TOKEN": "dev-token"}
+    fake = run_local.start_messages_api(env, 5123, tmp_path)
+    try:
+        assert env["TWILIO_API_BASE_URL"] == fake.base_url
+        assert env["TWILIO_ACCOUNT_SID"] == run_local.LOCAL_ACCOUNT_SID == fake.account_sid
+        sent = _send_through(env)
+        assert fake.sent_to("+15555550142") == ["later, cat"] and sent.sid.startswith("SM")
+        # scripts/sms.py finds it from the bot's port; the file holds the token, so it is private.
+        path = run_local.messages_api_file(5123, tmp_path)
+        assert path == tmp_path / ".local" / "messages-api-5123.json"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert json.loads(path.read_text()) == {"base_url": fake.base_url, "account_sid": fake.account_sid,
+                                                "auth_token": "dev-token"}
+        assert fake.base_url in run_local.next_steps("http://127.0.0.1:5123/sms", None, fake.base_url)
+    finally:
+        fake.close()
+
+
+def test_the_local_messages_api_takes_the_developers_own_credentials(tmp_path):
+    account, key = "AC" + "7" * 32, "SK" + "8" * 32
+    env = {"TWILIO_VALIDATE_SIGNATURE": "false", "TWILIO_ACCOUNT_SID": account,
+           "TWILIO_API_KEY_SID": key, "TWILIO_API_KEY_SECRET": "key-secret"}
+    fake = run_local.start_messages_api(env, 5124, tmp_path)
+    try:
+        # With no auth token, one is made up for the local API (it signs delivery callbacks).
+        assert len(env["TWILIO_AUTH_TOKEN"]) == 32 and env["TWILIO_ACCOUNT_SID"] == account
+        _send_through(env)
+        (call,) = fake.calls
+        assert call.username == key and call.path.startswith(f"/2010-04-01/Accounts/{account}/")
+    finally:
+        fake.close()
+
+
+def test_an_endpoint_of_the_developers_own_is_kept(tmp_path):
+    env = {"TWILIO_AUTH_TOKEN": "t", "TWILIO_API_BASE_URL": "http://127.0.0.1:7777"}
+    assert run_local.start_messages_api(env, 5125, tmp_path) is None
+    assert env == {"TWILIO_AUTH_TOKEN": "t", "TWILIO_API_BASE_URL": "http://127.0.0.1:7777"}
+    assert not run_local.messages_api_file(5125, tmp_path).exists()
+    assert "Messages API" not in run_local.next_steps("http://127.0.0.1:5125/sms")
+
+
+def test_create_table_for_a_local_endpoint_needs_no_region(monkeypatch, ddb_local):
+    # make run on a machine with no AWS region anywhere (the test run itself sets AWS_DEFAULT_REGION).
+    from scripts.create_table import create_table
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    name = f"t-no-region-{uuid.uuid4().hex[:8]}"
+    config = load_config({"TWILIO_VALIDATE_SIGNATURE": False, "DYNAMODB_TABLE_NAME": name,
+                          "AWS_ENDPOINT_URL": ddb_local.endpoint_url}, environ={}, dotenv_path=None)
+    local = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    assert create_table(config, environ=local)
+    assert create_table(config, environ=local) is False

@@ -109,3 +109,83 @@ def test_twiml_parsing_and_segments():
     params = sms.build_params("hi", TEXTER, "+15555550100", "AC" + "0" * 32)
     assert params["MessageSid"].startswith("SM") and len(params["MessageSid"]) == 34
     assert params["NumMedia"] == "0" and params["NumSegments"] == "1"
+
+
+# Replies sent later, through the local Messages API that `make run` starts
+
+class LaterBot:
+    """Stands in for the bot when the model is slow: answers <Response/> at once and sends the
+    reply later through the Messages API (texts starting "quick" are answered in the TwiML).
+    """
+
+    def __init__(self, sender, delay: float) -> None:
+        self.sender, self.delay = sender, delay
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wrappers import Request, Response
+
+        form = Request(environ).form
+        body = form["Body"]
+        if body.startswith("quick"):
+            answer = f"<Response><Message>now: {body}</Message></Response>"
+        else:
+            answer = "<Response/>"
+            threading.Timer(self.delay, self.reply_later, args=(form["From"], form["To"], body)).start()
+        return Response(answer, mimetype="application/xml")(environ, start_response)
+
+    def reply_later(self, to: str, from_: str, body: str) -> None:
+        from app.outbound import SendRefused
+
+        try:
+            self.sender.send(to=to, from_=from_, body=f"later: {body}", status_callback=None)
+        except SendRefused:
+            pass
+
+
+@pytest.fixture
+def later_bot(tmp_path):
+    """A stand-in bot on a loopback port, with the Messages API run_local starts for that port."""
+    from app.config import load_config
+    from app.twilio_rest import build_sender
+    from scripts.run_local import messages_api_file, start_messages_api
+
+    server = make_server("127.0.0.1", 0, lambda e, s: bot(e, s), threaded=True)
+    port = server.server_port
+    env = {"TWILIO_AUTH_TOKEN": TOKEN}
+    fake = start_messages_api(env, port, ROOT)
+    bot = LaterBot(build_sender(load_config(environ=env, dotenv_path=None)), delay=1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port, fake
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        fake.close()
+        messages_api_file(port, ROOT).unlink(missing_ok=True)
+
+
+def test_one_shot_waits_for_a_reply_sent_later(later_bot):
+    port, fake = later_bot
+    result = run_sms("--port", str(port), "--from", TEXTER, "hello", "cat")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "later: hello cat"
+    assert fake.sent_to(TEXTER) == ["later: hello cat"]
+
+
+def test_one_shot_gives_up_after_the_wait(later_bot):
+    port, fake = later_bot
+    fake.refuse(TEXTER)  # the later reply is never created
+    result = run_sms("--port", str(port), "--from", TEXTER, "--wait", "2", "hello")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(no reply)"
+
+
+def test_interactive_prints_replies_now_and_later_and_only_new_ones(later_bot):
+    port, fake = later_bot
+    # A reply to this number from before sms.py started is not printed again.
+    run_sms("--port", str(port), "--from", TEXTER, "earlier")
+    result = run_sms("--port", str(port), "--from", TEXTER, stdin="quick one\nslow one\n")
+    assert result.returncode == 0, result.stderr
+    replies = [line.split("cat> ", 1)[1] for line in result.stdout.splitlines() if "cat> " in line]
+    assert replies == ["now: quick one", "later: slow one"]
