@@ -94,6 +94,13 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
         responder=responder, offline_responder=offline, memory=memory, daily_stats=daily_stats,
         bounded=bounded,
     )
+    sender = settings.get("SENDER")
+    if settings["REPLY_MODE"] != "sync" and sender is not None:
+        from dataclasses import replace
+
+        from app.async_replies import build_async_replies
+
+        handler = replace(handler, pipeline=build_async_replies(settings, handler, sender))
     return Services(
         storage=storage,
         manager=manager,

@@ -100,6 +100,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_TEMPERATURE", 1.0, _float, "Sampling temperature."),
     Setting("OPENAI_MAX_TOKENS", 200, _int, "Most tokens in one reply."),
     Setting("REPLY_DEADLINE_SECONDS", 10.0, _float, "Every text is answered within this many seconds (Twilio waits 15 s); the model gets it minus up to 1.5 s kept for storing its reply."),
+    # Reply modes (see the README: what happens to a text from arrival to delivery)
+    Setting("REPLY_MODE", None, _str, "sync: every reply in the webhook's answer (TwiML); async: answer at once, send the reply through the Messages API; auto: TwiML when ready within SYNC_REPLY_SECONDS, else the Messages API. Empty: auto when Messages API credentials are set, else sync."),
+    Setting("SYNC_REPLY_SECONDS", 8.0, _float, "In auto mode, how long the webhook waits for the reply before answering empty and sending it later (at most 12: Twilio waits 15 s)."),
+    Setting("MODEL_TIMEOUT_SECONDS", 120.0, _float, "In auto and async modes, how long a background turn gives the model before the offline persona answers."),
+    Setting("RECOVERY_SECONDS", 60.0, _float, "In auto and async modes, a text whose process died is answered by another within about this many seconds."),
+    Setting("REPLY_WORKERS", 32, _int, "In auto and async modes, background turns in flight per process (more wait for another process or the recovery sweep)."),
     Setting("PERSONA_FILE", None, _str, "Text file with the system prompt; the built-in DadaCat persona when empty."),
     Setting("REPLY_MAX_CHARS", 306, _int, "Replies are cut to this many characters on a word boundary (at most 1600; 306 is two GSM-7 segments)."),
     Setting("OFFLINE_PERSONA_SEED", None, _int, "Seed for the offline persona (makes its replies repeatable)."),
@@ -226,6 +232,7 @@ def _validate(config: Config) -> None:
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
     _validate_rest(config)
+    _validate_modes(config)
 
 
 _SID = {"TWILIO_ACCOUNT_SID": "AC", "TWILIO_API_KEY_SID": "SK", "TWILIO_MESSAGING_SERVICE_SID": "MG"}
@@ -251,6 +258,31 @@ def _validate_rest(config: Config) -> None:
     base = config["TWILIO_API_BASE_URL"]
     if base and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", base):
         raise ConfigError(f"TWILIO_API_BASE_URL must be an http(s) URL, not {base!r}")
+
+
+REPLY_MODES = ("auto", "sync", "async")
+
+
+def _validate_modes(config: Config) -> None:
+    """Resolve REPLY_MODE's default and check the asynchronous settings."""
+    mode = (config["REPLY_MODE"] or "").lower() or (
+        "auto" if rest_configured(config) or config.get("SENDER") is not None else "sync")
+    if mode not in REPLY_MODES:
+        raise ConfigError(f"REPLY_MODE must be auto, sync or async, not {config['REPLY_MODE']!r}")
+    if mode != "sync" and not rest_configured(config) and config.get("SENDER") is None:
+        raise ConfigError(
+            f"REPLY_MODE={mode} sends replies through Twilio's Messages API: set TWILIO_ACCOUNT_SID "
+            "with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET), or use sync"
+        )
+    config["REPLY_MODE"] = mode
+    if not 0 < config["SYNC_REPLY_SECONDS"] <= 12:
+        raise ConfigError("SYNC_REPLY_SECONDS must be above 0 and at most 12 (Twilio waits 15 s)")
+    if not 1 <= config["MODEL_TIMEOUT_SECONDS"] <= 900:
+        raise ConfigError("MODEL_TIMEOUT_SECONDS must be between 1 and 900")
+    if not 4 <= config["RECOVERY_SECONDS"] <= 3600:
+        raise ConfigError("RECOVERY_SECONDS must be between 4 and 3600")
+    if not 1 <= config["REPLY_WORKERS"] <= 1024:
+        raise ConfigError("REPLY_WORKERS must be between 1 and 1024")
 
 
 def rest_configured(config: Mapping[str, Any]) -> bool:

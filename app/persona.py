@@ -423,8 +423,12 @@ def build_responders(config: Mapping[str, Any]) -> tuple[Responder, Responder]:
                 fallback_models=tuple(config.get("OPENAI_FALLBACK_MODELS") or ()),
                 temperature=float(config.get("OPENAI_TEMPERATURE", DEFAULTS["OPENAI_TEMPERATURE"])),
                 max_tokens=int(config.get("OPENAI_MAX_TOKENS") or DEFAULTS["OPENAI_MAX_TOKENS"]),
-                deadline_seconds=float(
-                    config.get("REPLY_DEADLINE_SECONDS") or DEFAULTS["REPLY_DEADLINE_SECONDS"]
+                # Every turn passes its own deadline; this caps them all. Background turns
+                # (auto/async modes) may give the model MODEL_TIMEOUT_SECONDS.
+                deadline_seconds=max(
+                    float(config.get("REPLY_DEADLINE_SECONDS") or DEFAULTS["REPLY_DEADLINE_SECONDS"]),
+                    float(config.get("MODEL_TIMEOUT_SECONDS") or 0.0)
+                    if config.get("REPLY_MODE") not in (None, "sync") else 0.0,
                 ),
                 system_prompt=system_prompt,
                 history_max_messages=int(

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.bounded import Bounded, OutOfTime
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
@@ -27,6 +27,9 @@ from conversation import ConversationError, ConversationManager, StorageError, S
 from conversation.daily_stats import DailyStats
 from conversation.models import Conversation, Message
 from conversation.store import ConversationStore
+
+if TYPE_CHECKING:
+    from app.async_replies import AsyncReplies
 
 # The webhook's logger: operators filter the turn's lines by this one name.
 log = logging.getLogger("app.webhook")
@@ -60,6 +63,8 @@ class TextHandler:
     memory: MemoryKeeper | None
     daily_stats: DailyStats
     bounded: Bounded
+    # auto/async modes: the texts are answered by background turns (None: sync mode).
+    pipeline: AsyncReplies | None = None
 
     def handle(self, text: InboundText, turn: Turn) -> Outcome:
         """Record and answer one parsed text by ``turn.deadline``: the story of a text.
@@ -103,9 +108,15 @@ class TextHandler:
                 reply = self.answer_reset(manager, text, message, turn)
                 return Outcome("reset", reply.content, track_delivery=True)
             if reply is not None:
-                return Outcome("duplicate", reply.content, track_delivery=True)
+                again = reply.content if self.pipeline is None else self.pipeline.repeat_of(reply)
+                return Outcome("duplicate", again, track_delivery=again is not None)
             if message.metadata.get("unanswered"):
                 return Outcome("unanswered")
+            if self.pipeline is not None:
+                if verdict is not None:
+                    first = self.first_text_today(limits, verdict, text.number, [], message)
+                    turn.count(active_numbers=int(first))
+                return self.pipeline.take(text, message, turn)
 
             lease, history = self.take_turn(manager, text, message, turn)
             if lease is None:

@@ -56,6 +56,8 @@ class Outcome:
     kind: str
     answer: str | None = None
     track_delivery: bool = False
+    # The text the answer replies to, when not the one posted (a burst answered at once).
+    reply_to_sid: str | None = None
 
 
 @dataclass

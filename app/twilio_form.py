@@ -78,6 +78,8 @@ class InboundText:
     def metadata(self) -> dict[str, Any]:
         """Return what is stored with the text besides its body and media URLs."""
         data: dict[str, Any] = {"channel": "sms"}
+        if self.to:  # the bot's number it came to: the sender of a reply sent later
+            data["to"] = self.to
         if self.media:
             data["media_content_types"] = [kind for _, kind in self.media]
         if self.num_segments is not None:

@@ -64,8 +64,11 @@ def answer_text(turn: Turn) -> Response:
         log.warning("sms rejected as malformed: %s", exc)
         return finish(turn, "bad_request", plain(400, f"bad request: {exc}"))
     turn.sid, turn.number = text.sid, text.number
-    outcome = services().text_handler.handle(text, turn)
-    action = status_url(text) if outcome.track_delivery else None
+    handler = services().text_handler
+    if handler.pipeline is not None:
+        handler.pipeline.callbacks.learn()
+    outcome = handler.handle(text, turn)
+    action = status_url(text, outcome.reply_to_sid) if outcome.track_delivery else None
     return finish(turn, outcome.kind, twiml(outcome.answer, action))
 
 

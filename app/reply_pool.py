@@ -1,0 +1,194 @@
+"""Background turns of one process: a bounded pool, a claim heartbeat and a recovery sweeper.
+
+- At most ``REPLY_WORKERS`` turns run at once per process; a turn that finds the pool full
+  is not queued: its claim is released and the sweeper (of any instance) takes it later.
+- Claims last ``RECOVERY_SECONDS / 2``; a heartbeat renews those of running turns, so a
+  claim lapses only when its process is gone (or stuck).
+- Every ``RECOVERY_SECONDS / 4`` the sweeper claims work that is due (lapsed claims,
+  released or never-claimed work) and runs it here: a text whose process died is answered
+  within about ``RECOVERY_SECONDS``.
+
+Threads start on first use in the process that serves (gunicorn forks workers after
+loading the app: threads made before the fork would not exist in the workers), and stop
+when the process exits. Tests call :meth:`ReplyPool.sweep` and :meth:`ReplyPool.heartbeat`
+directly and :meth:`ReplyPool.drain` to wait for running turns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from app.handoff import Handoff
+from app.logutil import mask_number
+from conversation import StorageError
+from conversation.store import WorkQueue
+
+log = logging.getLogger("app.webhook")
+
+# run(number, owner, version, handoff) -> finished?
+TurnRunner = Callable[[str, str, int, "Handoff | None"], bool]
+
+
+class ReplyPool:
+    """Runs background turns under their work claims, keeps the claims alive, recovers lost work."""
+
+    def __init__(self, storage: WorkQueue, run: TurnRunner, *, workers: int, recovery_seconds: float) -> None:
+        self.storage = storage
+        self.run_turn = run
+        self.workers = workers
+        self.recovery_seconds = recovery_seconds
+        self.claim_seconds = recovery_seconds / 2
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], Future] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ claims
+
+    def new_owner(self) -> str:
+        """A claim owner unique to one turn of this process."""
+        return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+    def claim(self, number: str, owner: str) -> int | None:
+        """Claim a number's work for one turn; its version, or None when another turn has it."""
+        return self.storage.claim_work(number, owner, self.claim_seconds)
+
+    # ------------------------------------------------------------------ running
+
+    def submit(self, number: str, owner: str, version: int, handoff: Handoff | None = None) -> bool:
+        """Run a claimed turn in the pool; False (and the claim released) when the pool is full."""
+        executor = self._start()
+        with self._lock:
+            full = len(self._running) >= self.workers
+            if not full:
+                future = executor.submit(self._guarded, number, owner, version, handoff)
+                self._running[(number, owner)] = future
+        if full:
+            log.warning("reply pool full (%d turns): %s left for recovery", self.workers, mask_number(number))
+            self._release(number, owner)
+            return False
+        return True
+
+    def _guarded(self, number: str, owner: str, version: int, handoff: Handoff | None) -> None:
+        try:
+            self.run_turn(number, owner, version, handoff)
+        except Exception:
+            log.exception("reply turn for %s failed", mask_number(number))
+            self._release(number, owner)
+        finally:
+            if handoff is not None:
+                handoff.nothing()
+            with self._lock:
+                self._running.pop((number, owner), None)
+
+    def _release(self, number: str, owner: str) -> None:
+        try:
+            self.storage.release_work(number, owner)
+        except StorageError as exc:  # the claim lapses by itself
+            log.warning("could not release the work of %s: %s", mask_number(number), exc)
+
+    @property
+    def running(self) -> int:
+        """How many turns run now."""
+        with self._lock:
+            return len(self._running)
+
+    # ------------------------------------------------------------------ heartbeat and sweeper
+
+    def heartbeat(self) -> int:
+        """Renew the claims of running turns; return how many were renewed."""
+        with self._lock:
+            held = list(self._running)
+        renewed = 0
+        for number, owner in held:
+            try:
+                renewed += int(self.storage.renew_work(number, owner, self.claim_seconds))
+            except StorageError as exc:
+                log.warning("could not renew the claim on %s: %s", mask_number(number), exc)
+        return renewed
+
+    def sweep(self, now: float | None = None) -> int:
+        """Claim work that is due and start it here (as many as the pool has room for); return how many."""
+        room = self.workers - self.running
+        if room <= 0:
+            return 0
+        try:
+            due = self.storage.due_work(time.time() if now is None else now, room)
+        except StorageError as exc:
+            log.warning("recovery sweep could not list due work: %s", exc)
+            return 0
+        started = 0
+        for number in due:
+            owner = self.new_owner()
+            try:
+                version = self.claim(number, owner)
+            except StorageError as exc:
+                log.warning("recovery sweep could not claim %s: %s", mask_number(number), exc)
+                continue
+            if version is None:
+                continue  # another instance was quicker
+            log.info("recovering the unanswered texts of %s", mask_number(number))
+            if not self.submit(number, owner, version):
+                break
+            started += 1
+        return started
+
+    def _start(self) -> ThreadPoolExecutor:
+        """Start the pool and the heartbeat/sweeper thread in this process, once."""
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._stop.clear()
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="dadacat-reply")
+                self._running.clear()
+                self._thread = threading.Thread(target=self._loop, name="dadacat-recovery", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+            return self._executor
+
+    def start(self) -> None:
+        """Start the threads now (the first webhook does it otherwise)."""
+        self._start()
+
+    def _loop(self) -> None:
+        beat = max(0.5, self.claim_seconds / 4)
+        sweep_every = max(1.0, self.recovery_seconds / 4)
+        next_sweep = time.monotonic() + sweep_every / 2
+        while not self._stop.wait(beat):
+            try:
+                self.heartbeat()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + sweep_every
+                    self.sweep()
+            except Exception:
+                log.exception("reply heartbeat or sweep failed")
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until the turns running now are done; return whether they all are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = list(self._running.values())
+            if not pending:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait(pending, timeout=left)
+
+    def close(self) -> None:
+        """Stop the heartbeat and sweeper; running turns finish in their threads (claims then lapse)."""
+        self._stop.set()
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
