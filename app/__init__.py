@@ -94,7 +94,8 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
         responder=responder, offline_responder=offline, memory=memory, daily_stats=daily_stats,
         bounded=bounded,
     )
-    sender = settings.get("SENDER")
+    # SENDER: an injected ReplySender (tests); else the Messages API client the settings describe.
+    sender = settings.get("SENDER") or build_sender(settings)
     if settings["REPLY_MODE"] != "sync" and sender is not None:
         from dataclasses import replace
 
@@ -115,7 +116,7 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
         metrics=build_metrics(settings, storage),
         console_sessions=OperatorSessions(storage) if settings.get("ADMIN_API_TOKEN") else None,
         text_handler=handler,
-        sender=build_sender(settings),
+        sender=sender,
     )
 
 

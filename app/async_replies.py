@@ -25,9 +25,9 @@ from conversation.models import Message
 from conversation.store import WorkQueue
 
 if TYPE_CHECKING:
+    from app.callback_urls import CallbackUrls
     from app.outbound import ReplySender
     from app.text_handler import TextHandler
-    from app.twilio_sms import CallbackUrls
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def build_async_replies(
 ) -> AsyncReplies:
     """Wire the background turns of an app in ``auto``/``async`` mode (threads start later)."""
     from app.background_turn import BackgroundTurn
+    from app.callback_urls import CallbackUrls
     from app.delivery import Delivery
-    from app.twilio_sms import CallbackUrls
 
     recovery = float(settings["RECOVERY_SECONDS"])
     callbacks = CallbackUrls(settings.get("PUBLIC_BASE_URL"))

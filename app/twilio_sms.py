@@ -4,8 +4,6 @@ and the delivery-status callback URL. Form parsing is in app/twilio_form.py.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from flask import Response, current_app, request, url_for
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -69,24 +67,3 @@ def valid_number(number: str) -> bool:
         return False
     return True
 
-
-class CallbackUrls:
-    """Status-callback URLs for replies sent after the webhook answered (no request then).
-
-    The base is PUBLIC_BASE_URL, or else the one the latest webhook request came to.
-    """
-
-    def __init__(self, public_base_url: str | None) -> None:
-        self.base = public_base_url.rstrip("/") if public_base_url else None
-        self.learned: str | None = None
-
-    def learn(self) -> None:
-        """Remember the base URL of the current request (when PUBLIC_BASE_URL is not set)."""
-        if not self.base:
-            self.learned = request.host_url.rstrip("/") + request.script_root
-
-    def __call__(self, sid: str) -> str | None:
-        base = self.base or self.learned
-        if not base or not sid:
-            return None
-        return f"{base}/sms/status?{urlencode({'sid': sid})}"

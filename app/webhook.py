@@ -66,7 +66,7 @@ def answer_text(turn: Turn) -> Response:
     turn.sid, turn.number = text.sid, text.number
     handler = services().text_handler
     if handler.pipeline is not None:
-        handler.pipeline.callbacks.learn()
+        handler.pipeline.callbacks.learn(request.host_url.rstrip("/") + request.script_root)
     outcome = handler.handle(text, turn)
     action = status_url(text, outcome.reply_to_sid) if outcome.track_delivery else None
     return finish(turn, outcome.kind, twiml(outcome.answer, action))

@@ -6,6 +6,7 @@ a responder in the test or the real openai client against localpeers/fake_openai
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -177,7 +178,8 @@ def _open() -> threading.Event:
 
 
 def _recovery_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "dadacat-recovery" and thread.is_alive()]
+    return [thread for thread in threading.enumerate()
+            if thread.name == "dadacat-recovery" and thread.is_alive()]
 
 
 def test_a_full_pool_leaves_the_text_for_the_sweeper(apps, sender):
@@ -191,8 +193,6 @@ def test_a_full_pool_leaves_the_text_for_the_sweeper(apps, sender):
     assert work is not None and work.owner is None  # released, not queued in memory
     responder.gate.set()
     settle(app)
-    import time
-
     assert pool_of(app).sweep(time.time() + 10) == 1
     settle(app)
     assert sorted(sender.bodies()) == ["purr: one", "purr: two"]
