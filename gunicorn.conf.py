@@ -66,3 +66,14 @@ def on_exit(server):
     """Remove the metrics folder this master made."""
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Start the reply pool's claim heartbeat and recovery sweep in each worker (auto/async
+    reply modes), so a worker that gets no text still recovers texts whose process died.
+    Threads are made here, after the fork: the master's would not exist in the workers."""
+    from app.services import services
+
+    pipeline = services(worker.wsgi).text_handler.pipeline
+    if pipeline is not None:
+        pipeline.pool.start()

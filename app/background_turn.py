@@ -114,7 +114,7 @@ class BackgroundTurn:
                 return True
             stored = self.store(number, last, reply, QUEUED, turn)
             if stored is not None and stored.metadata.get("delivery") in PENDING:
-                settled = self.delivery.deliver(number, stored, last, owner) != "unsure"
+                settled = self.delivery.deliver(number, stored, last, owner, renewed=True) != "unsure"
             elif stored is None:
                 settled = False
         turn.details["texts"] = len(texts)

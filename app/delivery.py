@@ -55,11 +55,14 @@ class Delivery:
     claim_seconds: float
     pauses: tuple[float, ...] = SEND_PAUSES
 
-    def deliver(self, number: str, reply: Message, text: Message, owner: str) -> str:
+    def deliver(
+        self, number: str, reply: Message, text: Message, owner: str, *, renewed: bool = False
+    ) -> str:
         """Send ``reply`` (the reply to ``text``) unless it is sent; return its delivery state.
 
         ``"unsure"`` means neither sent nor known to be unsent: leave the work claimed-then-released
-        so a later pass (or another instance) recovers it.
+        so a later pass (or another instance) recovers it. ``renewed``: the caller has just
+        renewed the claim (after the reply was decided), so it is not renewed again.
         """
         state = reply.metadata.get("delivery")
         if state not in PENDING:
@@ -71,7 +74,7 @@ class Delivery:
                 self._mark(number, reply, {"delivery": NOT_SENT, "not_sent": reason})
             log.info("reply to %s not sent: %s", mask_number(number), reason)
             return NOT_SENT
-        if not self.storage.renew_work(number, owner, self.claim_seconds):
+        if not renewed and not self.storage.renew_work(number, owner, self.claim_seconds):
             log.warning("reply to %s not sent here: the work is gone or another instance has it",
                         mask_number(number))
             return "lost"

@@ -190,5 +190,8 @@ class ReplyPool:
         self._stop.set()
         with self._lock:
             executor, self._executor = self._executor, None
+            thread, self._thread = self._thread, None
         if executor is not None:
             executor.shutdown(wait=False)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)

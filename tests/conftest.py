@@ -41,6 +41,7 @@ os.environ["DOTENV_FILE"] = ""
 
 from app.bounded import Bounded  # noqa: E402
 from app.persona import OfflineResponder, OpenAIResponder  # noqa: E402
+from app.reply_pool import ReplyPool  # noqa: E402
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
 from localpeers.fake_openai import FakeOpenAI  # noqa: E402
 
@@ -58,8 +59,25 @@ def _recording_init(self, *args, **kwargs):
 Bounded.__init__ = _recording_init
 
 
+# Reply pools (auto/async modes) run turns, a heartbeat and a sweep in threads: they end too.
+_POOLS: list[ReplyPool] = []
+_pool_init = ReplyPool.__init__
+
+
+def _recording_pool_init(self, *args, **kwargs):
+    _pool_init(self, *args, **kwargs)
+    _POOLS.append(self)
+
+
+ReplyPool.__init__ = _recording_pool_init
+
+
 def finish_background_work() -> None:
     """Stop retries and wait for the background work of every app built so far."""
+    while _POOLS:
+        pool = _POOLS.pop()
+        pool.drain(timeout=30)
+        pool.close()
     while _BACKGROUND:
         bounded = _BACKGROUND.pop()
         bounded.close()

@@ -171,6 +171,19 @@ def test_threads_start_with_the_first_text_not_with_the_app(apps):
     assert _recovery_threads()
 
 
+def test_gunicorn_starts_the_recovery_sweep_in_each_worker_after_the_fork(apps, monkeypatch, tmp_path):
+    import runpy
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the file sets it otherwise
+    hooks = runpy.run_path("gunicorn.conf.py")
+    app = apps(RESPONDER=GatedResponder(gate=_open()))
+    assert not _recovery_threads()
+    hooks["post_worker_init"](SimpleNamespace(wsgi=app))
+    assert _recovery_threads()
+    hooks["post_worker_init"](SimpleNamespace(wsgi=apps(REPLY_MODE="sync")))  # sync: nothing to start
+
+
 def _open() -> threading.Event:
     gate = threading.Event()
     gate.set()
