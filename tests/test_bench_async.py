@@ -79,3 +79,20 @@ def test_the_section_marks_targets_met_and_missed():
     text = "\n".join(report_async.section({"scenarios": [loop]}))
     assert "| async | 200 | 20 | 9.5 | 10.0 | 95% | 700 | 0 / 700 | 0 | 0 | 0 | 30 | 1500 |" in text
     assert "`REPLY_WORKERS=200`" in text
+
+
+def test_the_counting_proxy_passes_requests_through_and_counts_them_by_operation(local_storage):
+    import boto3
+
+    from scripts.bench.ddb_counter import CountingProxy
+
+    with CountingProxy(local_storage.client.meta.endpoint_url) as counter:
+        client = boto3.client("dynamodb", endpoint_url=counter.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        table = local_storage.table_name
+        client.put_item(TableName=table, Item={"pk": {"S": "WORK#3"}, "sk": {"S": "+1555"}})
+        item = client.get_item(TableName=table, Key={"pk": {"S": "WORK#3"}, "sk": {"S": "+1555"}})
+        assert item["Item"]["sk"] == {"S": "+1555"}  # passed through, answered by DynamoDB Local
+        client.get_item(TableName=table, Key={"pk": {"S": "USER#x"}, "sk": {"S": "x"}})
+        client.close()
+        assert counter.counts() == {"PutItem (work item)": 1, "GetItem (work item)": 1, "GetItem": 1}

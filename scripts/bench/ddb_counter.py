@@ -12,6 +12,7 @@ import http.client
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -25,7 +26,6 @@ class CountingProxy:
         self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._local = threading.local()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,8 +34,15 @@ class CountingProxy:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
+            upstream: http.client.HTTPConnection | None = None  # one per client connection
+
             def do_POST(self) -> None:  # noqa: N802
                 proxy._forward(self)
+
+            def finish(self) -> None:
+                super().finish()
+                if self.upstream is not None:
+                    self.upstream.close()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -51,14 +58,7 @@ class CountingProxy:
         with self._lock:
             return dict(self._counts)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(*self._target, timeout=60)
-            self._local.connection = connection
-        return connection
-
-    def _forward(self, handler: BaseHTTPRequestHandler) -> None:
+    def _forward(self, handler: Any) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         operation = (handler.headers.get("X-Amz-Target") or "?").rsplit(".", 1)[-1]
@@ -69,7 +69,9 @@ class CountingProxy:
             self._counts[operation] += 1
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_HEADERS}
         for attempt in (1, 2):
-            connection = self._connection()
+            if handler.upstream is None:
+                handler.upstream = http.client.HTTPConnection(*self._target, timeout=60)
+            connection = handler.upstream
             try:
                 connection.request("POST", handler.path, body=body, headers=headers)
                 response = connection.getresponse()
@@ -77,7 +79,7 @@ class CountingProxy:
                 break
             except (OSError, http.client.HTTPException):
                 connection.close()
-                self._local.connection = None
+                handler.upstream = None
                 if attempt == 2:
                     handler.send_error(502)
                     return
