@@ -364,12 +364,12 @@ def _settled(number: str, bodies: list[str], tag: str, requests: list[Any],
 
 
 def request_counts(server: Server, outbox: Outbox, counter: CountingProxy, *, phones: int, turns: int,
-                   latency: float, idle: float = 5.0) -> dict[str, Any]:
+                   latency: float, idle: float) -> dict[str, Any]:
     """Count the DynamoDB requests of steady turns (numbers that have texted before).
 
     ``phones`` numbers text in parallel, each waiting for its reply before the next text. The
     sweeper's Queries of the work partitions are background work, not a turn's: they are
-    reported per minute of an idle stretch instead.
+    counted over ``idle`` seconds with no texts (0: not measured) and given per minute.
     """
     numbers = [Phone(server.port, f"+1558{i:07d}") for i in range(phones)]
 
@@ -394,7 +394,7 @@ def request_counts(server: Server, outbox: Outbox, counter: CountingProxy, *, ph
     texts(2, "first")  # a number's first text also creates its records
     before = counter.counts()
     time.sleep(idle)
-    background = _minus(counter.counts(), before)
+    background = _minus(counter.counts(), before) if idle else {}
     before = counter.counts()
     records = texts(turns, "steady")
     used = _minus(counter.counts(), before)
@@ -408,6 +408,7 @@ def request_counts(server: Server, outbox: Outbox, counter: CountingProxy, *, ph
         "per_turn": per_turn,
         "requests_per_turn": sum(per_turn.values()),
         "background_per_minute": {op: n * 60 / idle for op, n in background.items()},
+        "idle_s": idle,
         "webhook_p50_ms": median([r.webhook_s for r in records]) * 1000,
     }
 
@@ -427,6 +428,7 @@ class Scenario:
     duration: float = 0.0
     burst_numbers: int = 0  # bursts
     count_requests: bool = False  # DynamoDB requests per steady turn
+    idle: float = 0.0  # seconds without texts over which background requests are counted
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -447,9 +449,10 @@ def default_scenarios(*, texters: int, async_latency: float, auto_latency: float
                          duration=duration or 15 * auto_latency),
         "bursts-auto": Scenario("bursts-auto", "auto", burst_latency, burst_numbers=burst_numbers),
         "bursts-async": Scenario("bursts-async", "async", burst_latency, burst_numbers=burst_numbers),
-        # A quick model (TwiML path in auto), then the same turns in async mode.
+        # A quick model (TwiML path in auto), then the same turns in async mode; the sweeper's
+        # background is counted once, over two sweeps (RECOVERY_SECONDS / 4 apart by default).
         "requests-auto": Scenario("requests-auto", "auto", 0.2, count_requests=True),
-        "requests-async": Scenario("requests-async", "async", 0.2, count_requests=True),
+        "requests-async": Scenario("requests-async", "async", 0.2, count_requests=True, idle=30.0),
     }
     return [every[name] for name in names]
 
@@ -500,7 +503,7 @@ def run(endpoint_url: str, *, scenarios: list[Scenario], log: Callable[[str], No
                     started = time.monotonic()
                     if scenario.count_requests:
                         figures = request_counts(server, outbox, counter, phones=4, turns=5,
-                                                 latency=scenario.latency)
+                                                 latency=scenario.latency, idle=scenario.idle)
                     elif scenario.kind == "bursts":
                         figures = bursts(server, outbox, numbers=scenario.burst_numbers, texts=5, spread=1.0,
                                          latency=scenario.latency)

@@ -164,7 +164,7 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
             "(\"work item\" marks requests on the work items). A few numbers text one after another "
             "with a quick model (0.2 s); each number's first two turns are not counted (a first text "
             "also creates the number's records). The sweeper's Queries of the work partitions are "
-            "background, counted over an idle stretch and given per minute for the whole app. Delivery "
+            "background, counted over an idle stretch (two sweeps at the default `RECOVERY_SECONDS`) and given per minute for the whole app (all workers). Delivery "
             "status callbacks are off here (each costs the same requests whichever path sent the reply)."
         )
         out.append("")
@@ -172,7 +172,8 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
         out.append("|---|---:|---|---:|---|---|")
         for run in counts:
             ops = ", ".join(f"{n:.1f} {op}" for op, n in sorted(run["per_turn"].items()))
-            idle = ", ".join(f"{n:.0f} {op}" for op, n in sorted(run["background_per_minute"].items())) or "none"
+            idle = (", ".join(f"{n:.0f} {op}" for op, n in sorted(run["background_per_minute"].items())) or "none"
+                    ) if run.get("idle_s") else "not measured here"
             out.append(f"| {run['name']} | {run['turns']} | {run['via_twiml']} / {run['via_rest']} | "
                        f"{run['requests_per_turn']:.1f} | {ops} | {idle} |")
         out.append("")
