@@ -9,9 +9,11 @@
   within about ``RECOVERY_SECONDS``.
 
 Threads start on first use in the process that serves (gunicorn forks workers after
-loading the app: threads made before the fork would not exist in the workers), and stop
-when the process exits. Tests call :meth:`ReplyPool.sweep` and :meth:`ReplyPool.heartbeat`
-directly and :meth:`ReplyPool.drain` to wait for running turns.
+loading the app: threads made before the fork would not exist in the workers), or when a
+gunicorn worker boots (``post_worker_init`` in gunicorn.conf.py calls :meth:`ReplyPool.start`,
+so every worker sweeps, even one that has served no text yet), and stop when the process
+exits. Tests call :meth:`ReplyPool.sweep` and :meth:`ReplyPool.heartbeat` directly and
+:meth:`ReplyPool.drain` to wait for running turns.
 """
 
 from __future__ import annotations
