@@ -55,22 +55,6 @@ else:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
-def post_worker_init(worker):
-    """Start the background reply threads (heartbeat, recovery sweeper) as each worker boots.
-
-    They would otherwise start with the first text a worker serves, and a worker that has
-    served none (the one gunicorn starts in place of a killed worker, or a worker whose
-    neighbour got every text) would never sweep: a killed worker's texts would wait for
-    the next text to reach another worker. The app is loaded in the worker by now (no
-    preload), so the threads belong to this process.
-    """
-    from app.services import services
-
-    pipeline = services(worker.wsgi).text_handler.pipeline
-    if pipeline is not None:
-        pipeline.pool.start()
-
-
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (turns in flight); its counters stay counted."""
     from prometheus_client import multiprocess
