@@ -1,11 +1,22 @@
-"""Part 5 of ``make bench`` (replies that outlive the webhook): how it counts and reports."""
+"""Part 5 of ``make bench`` (replies that outlive the webhook): its bookkeeping, and a small real run.
+
+The small run is the real script at CI size (a few texters, a short model latency): it checks
+that the report's fields say what happened, not how fast it was (no timing asserts).
+"""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from scripts.bench import report_async
 from scripts.bench.bench_async import MODEL_REPLY, Outbox, Sampler, Turn, count_model_calls, summarise
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def loop_figures(turns: list[Turn], outbox_counts: dict[str, int], hung: int = 0) -> dict:
@@ -96,3 +107,36 @@ def test_the_counting_proxy_passes_requests_through_and_counts_them_by_operation
         client.get_item(TableName=table, Key={"pk": {"S": "USER#x"}, "sk": {"S": "x"}})
         client.close()
         assert counter.counts() == {"PutItem (work item)": 1, "GetItem (work item)": 1, "GetItem": 1}
+
+
+@pytest.mark.slow
+def test_a_small_run_of_part_5_reports_what_happened(tmp_path):
+    out, raw = tmp_path / "benchmarks.md", tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.bench", "--parts", "async", "--async-scenarios", "async,bursts-auto",
+         "--async-texters", "3", "--async-latency", "1", "--async-duration", "5", "--burst-numbers", "2",
+         "--burst-latency", "2", "--out", str(out), "--json", str(raw)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    scenarios = {s["name"]: s for s in json.loads(raw.read_text())["async"]["scenarios"]}
+
+    loop = scenarios["async"]
+    assert loop["texts"] > 0 and loop["answered"] == loop["texts"] == loop["via_rest"]
+    assert loop["via_twiml"] == 0  # async: every webhook answers <Response/>
+    assert (loop["lost"], loop["doubled"], loop["unanswered"], loop["not_200"]) == (0, 0, 0, 0)
+    assert loop["offline_replies"] == 0 and loop["model_calls"] == loop["texts"]
+    assert len(loop["rss_mb"]) == 2 and loop["settings"]["REPLY_MODE"] == "async"
+
+    burst = scenarios["bursts-auto"]
+    totals = burst["totals"]
+    assert totals["texts_in_a_model_request"] == 2 * 5
+    assert 2 <= totals["model_calls"] < 2 * 5  # the point: a burst is read together
+    replies = totals["replies_twiml"] + totals["replies_rest"]
+    assert totals["model_replies"] == replies == totals["model_calls"]
+    assert totals["other_replies"] == 0 and totals["webhooks_200"] == 2 * 5
+
+    text = out.read_text()
+    assert report_async.START in text and report_async.END in text
+    assert "## 5. Replies that outlive the webhook" in text and "| bursts-auto | 2 x 5 |" in text
+    assert "part 5" in result.stdout
