@@ -10,8 +10,12 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import load_config
+from app.config import Settings, load_config
+from app.limits import Limits
 from app.logutil import log_formatter
+from app.memory import MemoryKeeper
+from app.outbound import ReplySender
+from app.replies import Responder
 from app.services import Services, attach
 from conversation import ConversationManager, DynamoDBStorage
 from conversation.store import ConversationStore
@@ -19,35 +23,50 @@ from conversation.store import ConversationStore
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: read and validate configuration, wire the per-app objects.
+def create_app(
+    config: Mapping[str, Any] | Settings | None = None,
+    *,
+    storage: ConversationStore | None = None,
+    manager: ConversationManager | None = None,
+    responder: Responder | None = None,
+    offline_responder: Responder | None = None,
+    memory_keeper: MemoryKeeper | None = None,
+    limits: Limits | None = None,
+    sender: ReplySender | None = None,
+) -> Flask:
+    """Build the app: read and validate configuration once, build every collaborator once.
 
-    ``config`` overrides the environment (tests pass settings here). Objects
-    already built may be injected by passing them as ``STORAGE``, ``MANAGER``,
-    ``RESPONDER``, ``OFFLINE_RESPONDER`` or ``MEMORY_KEEPER``.
+    ``config`` is ready ``Settings`` or overrides of the environment by variable name
+    (tests pass settings here). Collaborators already built are passed by keyword
+    (``storage=``, ``manager=``, ``responder=``, ``offline_responder=``,
+    ``memory_keeper=``, ``limits=``, ``sender=``); the rest are built from the settings.
     """
-    settings = load_config(config)
+    given = [name for name, value in (("storage", storage), ("sender", sender)) if value is not None]
+    settings = config if isinstance(config, Settings) else load_config(config, given=given)
     app = Flask(__name__)
-    app.config.update(settings)
-    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+    configure_logging(settings.log_level, settings.log_format)
 
-    if settings["TRUST_PROXY_HOPS"]:
-        hops = settings["TRUST_PROXY_HOPS"]
+    if settings.trust_proxy_hops:
+        hops = settings.trust_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    storage: ConversationStore = settings.get("STORAGE") or DynamoDBStorage(
-        settings["DYNAMODB_TABLE_NAME"],
-        endpoint_url=settings["AWS_ENDPOINT_URL"],
-        region_name=settings["AWS_REGION"],
-        ttl_days=settings["CONVERSATION_TTL_DAYS"],
-        auto_create=settings["DYNAMODB_AUTO_CREATE"],
-        # Short timeouts and few retries: a texter waits on every call, and
-        # Twilio gives up after 15 s.
-        connect_timeout=settings["DYNAMODB_CONNECT_TIMEOUT"],
-        read_timeout=settings["DYNAMODB_READ_TIMEOUT"],
-        max_retries=settings["DYNAMODB_MAX_RETRIES"],
-    )
-    attach(app, build_services(settings, storage))
+    if storage is None:
+        storage = DynamoDBStorage(
+            settings.dynamodb_table_name,
+            endpoint_url=settings.aws_endpoint_url,
+            region_name=settings.aws_region,
+            ttl_days=settings.conversation_ttl_days,
+            auto_create=settings.dynamodb_auto_create,
+            # Short timeouts and few retries: a texter waits on every call, and
+            # Twilio gives up after 15 s.
+            connect_timeout=settings.dynamodb_connect_timeout,
+            read_timeout=settings.dynamodb_read_timeout,
+            max_retries=settings.dynamodb_max_retries,
+        )
+    attach(app, build_services(
+        settings, storage, manager=manager, responder=responder, offline_responder=offline_responder,
+        memory_keeper=memory_keeper, limits=limits, sender=sender,
+    ))
 
     from app import api, body_limit, cli, console, devphone, metrics, webhook
 
@@ -59,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     console.init_app(app)
     metrics.init_app(app)
 
-    if not settings["TWILIO_VALIDATE_SIGNATURE"]:
+    if not settings.twilio_validate_signature:
         log.warning(
             "TWILIO_VALIDATE_SIGNATURE is off: anyone can post to /sms as any number. "
             "Use this only for local experiments."
@@ -67,42 +86,49 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> Services:
-    """Build every collaborator once, from the settings (or take the injected ones)."""
+def build_services(
+    settings: Settings,
+    storage: ConversationStore,
+    *,
+    manager: ConversationManager | None = None,
+    responder: Responder | None = None,
+    offline_responder: Responder | None = None,
+    memory_keeper: MemoryKeeper | None = None,
+    limits: Limits | None = None,
+    sender: ReplySender | None = None,
+) -> Services:
+    """Build every collaborator once, from the settings (or take the ones given)."""
     from twilio.request_validator import RequestValidator
 
     from app.bounded import Bounded
-    from app.limits import Limits
     from app.memory import build_keeper
     from app.metrics import build_metrics
     from app.persona import build_responders
     from app.text_handler import TextHandler
-    from app.turn import TurnSettings
     from app.twilio_rest import build_sender
     from conversation.daily_stats import DailyStats
     from conversation.operator_sessions import OperatorSessions
 
-    responder, offline = build_responders(settings)
-    limits = settings.get("LIMITS") or Limits.from_config(storage, settings)
-    manager = settings.get("MANAGER") or ConversationManager(
-        storage, history_limit=settings["HISTORY_MAX_MESSAGES"]
-    )
-    memory = build_keeper(settings, storage, responder, limits)
+    responder, offline = build_responders(settings, responder=responder, offline=offline_responder)
+    limits = limits or Limits.from_settings(storage, settings)
+    manager = manager or ConversationManager(storage, history_limit=settings.history_max_messages)
+    memory = memory_keeper or build_keeper(settings, storage, responder, limits)
     daily_stats, bounded = DailyStats(storage), Bounded()
     handler = TextHandler(
-        TurnSettings.from_config(settings), manager=manager, storage=storage, limits=limits,
+        settings, manager=manager, storage=storage, limits=limits,
         responder=responder, offline_responder=offline, memory=memory, daily_stats=daily_stats,
         bounded=bounded,
     )
-    # SENDER: an injected ReplySender (tests); else the Messages API client the settings describe.
-    sender = settings.get("SENDER") or build_sender(settings)
-    if settings["REPLY_MODE"] != "sync" and sender is not None:
+    # A given ReplySender (tests); else the Messages API client the settings describe.
+    sender = sender or build_sender(settings)
+    if settings.reply_mode != "sync" and sender is not None:
         from dataclasses import replace
 
         from app.async_replies import build_async_replies
 
         handler = replace(handler, pipeline=build_async_replies(settings, handler, sender))
     return Services(
+        settings=settings,
         storage=storage,
         manager=manager,
         responder=responder,
@@ -110,11 +136,11 @@ def build_services(settings: Mapping[str, Any], storage: ConversationStore) -> S
         limits=limits,
         daily_stats=daily_stats,
         bounded=bounded,
-        validator=(RequestValidator(settings["TWILIO_AUTH_TOKEN"])
-                   if settings["TWILIO_VALIDATE_SIGNATURE"] else None),
+        validator=(RequestValidator(settings.twilio_auth_token)
+                   if settings.twilio_validate_signature else None),
         memory=memory,
         metrics=build_metrics(settings, storage),
-        console_sessions=OperatorSessions(storage) if settings.get("ADMIN_API_TOKEN") else None,
+        console_sessions=OperatorSessions(storage) if settings.admin_api_token else None,
         text_handler=handler,
         sender=sender,
     )

@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app import operations as ops
@@ -61,7 +61,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def _token() -> str | None:
-    return current_app.config.get("ADMIN_API_TOKEN") or None
+    return services().settings.admin_api_token or None
 
 
 def _authorized() -> bool:

@@ -12,10 +12,10 @@ otherwise answers empty while the turn sends the reply through the Messages API.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from app.config import Settings
 from app.delivery import TWIML
 from app.handoff import Handoff
 from app.reply_pool import ReplyPool
@@ -71,19 +71,19 @@ class AsyncReplies:
 
 
 def build_async_replies(
-    settings: Mapping[str, Any], handler: TextHandler, sender: ReplySender
+    settings: Settings, handler: TextHandler, sender: ReplySender
 ) -> AsyncReplies:
     """Wire the background turns of an app in ``auto``/``async`` mode (threads start later)."""
     from app.background_turn import BackgroundTurn
     from app.callback_urls import CallbackUrls
     from app.delivery import Delivery
 
-    recovery = float(settings["RECOVERY_SECONDS"])
-    callbacks = CallbackUrls(settings.get("PUBLIC_BASE_URL"))
+    recovery = settings.recovery_seconds
+    callbacks = CallbackUrls(settings.public_base_url)
     delivery = Delivery(handler.storage, sender, callbacks, claim_seconds=recovery / 2)
-    turns = BackgroundTurn(handler, delivery, model_timeout_seconds=float(settings["MODEL_TIMEOUT_SECONDS"]),
+    turns = BackgroundTurn(handler, delivery, model_timeout_seconds=settings.model_timeout_seconds,
                            claim_seconds=recovery / 2)
-    pool = ReplyPool(handler.storage, turns.run, workers=int(settings["REPLY_WORKERS"]),
+    pool = ReplyPool(handler.storage, turns.run, workers=settings.reply_workers,
                      recovery_seconds=recovery)
-    return AsyncReplies(settings["REPLY_MODE"], float(settings["SYNC_REPLY_SECONDS"]), handler.storage, pool,
+    return AsyncReplies(settings.reply_mode, settings.sync_reply_seconds, handler.storage, pool,
                         callbacks)

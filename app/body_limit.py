@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.services import services
 
 
 def refuse_large_bodies() -> None:
     """Answer 413 when the body is over the cap; a declared length is never read."""
-    cap = current_app.config["MAX_REQUEST_BYTES"]
+    cap = services().settings.max_request_bytes
     declared = request.content_length
     if declared is not None:
         if declared > cap:
@@ -44,6 +46,6 @@ class JSONProvider(DefaultJSONProvider):
 
 def init_app(app: Flask) -> None:
     """Cap every request body by size (declared, or while streamed) and JSON bodies by depth."""
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"] + 1
+    app.config["MAX_CONTENT_LENGTH"] = services(app).settings.max_request_bytes + 1
     app.before_request(refuse_large_bodies)
     app.json = JSONProvider(app)

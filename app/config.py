@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,17 +136,79 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
-class Config(dict):
-    """Validated settings keyed by variable name (a dict, so Flask can load it)."""
+@dataclass(frozen=True)
+class Settings:
+    """The bot's validated settings, read once: one typed attribute per row of ``SETTINGS``.
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    The attribute is the variable's name in lower case (``REPLY_MAX_CHARS`` ->
+    ``settings.reply_max_chars``). Built only by ``load_config``, so the defaults stay
+    in the table above; a row without an attribute (or the reverse) fails at start-up.
+    """
+
+    twilio_auth_token: str | None
+    twilio_validate_signature: bool
+    public_base_url: str | None
+    trust_proxy_hops: int
+    max_request_bytes: int
+    twilio_account_sid: str | None
+    twilio_api_key_sid: str | None
+    twilio_api_key_secret: str | None
+    twilio_messaging_service_sid: str | None
+    twilio_api_base_url: str | None
+    dynamodb_table_name: str
+    aws_region: str | None
+    aws_endpoint_url: str | None
+    dynamodb_auto_create: bool
+    dynamodb_connect_timeout: float
+    dynamodb_read_timeout: float
+    dynamodb_max_retries: int
+    conversation_ttl_days: float | None
+    history_max_messages: int
+    history_max_chars: int
+    memory_summary: bool
+    memory_update_every: int
+    memory_summary_max_chars: int
+    openai_api_key: str | None
+    openai_model: str
+    openai_fallback_models: tuple[str, ...]
+    openai_base_url: str | None
+    openai_temperature: float
+    openai_max_tokens: int
+    reply_deadline_seconds: float
+    reply_mode: str
+    sync_reply_seconds: float
+    model_timeout_seconds: float
+    recovery_seconds: float
+    reply_workers: int
+    persona_file: str | None
+    reply_max_chars: int
+    offline_persona_seed: int | None
+    admin_api_token: str | None
+    console_session_hours: float
+    dev_phone_enabled: bool
+    rate_limit_per_minute: int
+    rate_limit_per_day: int
+    daily_model_call_budget: int
+    daily_token_budget: int
+    allowed_numbers: tuple[str, ...]
+    blocked_numbers: tuple[str, ...]
+    turn_lease_seconds: float
+    log_level: str
+    metrics_enabled: bool
+    metrics_token: str | None
+    log_format: str
+    dotenv_file: str
+
+    def env(self) -> dict[str, Any]:
+        """Return the values keyed by variable name (for messages and the docs, not for code paths)."""
+        return {setting.name: getattr(self, setting.name.lower()) for setting in SETTINGS}
+
 
 
 _FROM_ENVIRONMENT = object()
+
+# Objects that were once passed as settings; create_app takes them as keyword arguments now.
+_COLLABORATORS = {"STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER"}
 
 
 def load_config(
@@ -154,13 +216,16 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     dotenv_path: Any = _FROM_ENVIRONMENT,
-) -> Config:
+    given: Collection[str] = (),
+) -> Settings:
     """Read settings from the settings file, the environment and ``overrides``, in that order.
 
     The settings file is ``DOTENV_FILE`` from the environment (``.env`` by
     default; empty for none) unless ``dotenv_path`` names one.
-    Values in ``overrides`` may be already typed (tests) or strings.
-    :raises ConfigError: naming the first missing or malformed variable.
+    Values in ``overrides`` may be already typed (tests) or strings; every name must be a setting.
+    ``given`` names the collaborators the caller brings itself (``"storage"``, ``"sender"``):
+    a given store is not AWS, a given sender stands for the Messages API credentials.
+    :raises ConfigError: naming the first unknown, missing or malformed variable.
     """
     source = os.environ if environ is None else environ
     if dotenv_path is _FROM_ENVIRONMENT:
@@ -170,27 +235,26 @@ def load_config(
         raw.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
         raw.pop("DOTENV_FILE", None)
     raw.update({name: source[name] for name in _BY_NAME if name in source})
-    extra: dict[str, Any] = {}
     for name, value in (overrides or {}).items():
-        if name in _BY_NAME:
-            raw[name] = value
-        else:
-            extra[name] = value
-    config = Config()
+        if name in _COLLABORATORS:
+            raise ConfigError(f"{name} is not a setting: pass {name.lower()}= to create_app")
+        if name not in _BY_NAME:
+            raise ConfigError(f"{name} is not a setting (see app/config.py SETTINGS)")
+        raw[name] = value
+    values: dict[str, Any] = {}
     for setting in SETTINGS:
         value = raw.get(setting.name)
         if value is None or (isinstance(value, str) and value.strip() == ""):
-            config[setting.name] = setting.default
+            values[setting.name] = setting.default
         elif isinstance(value, str):
-            config[setting.name] = setting.parse(setting.name, value)
+            values[setting.name] = setting.parse(setting.name, value)
         else:
-            config[setting.name] = value
-    config.update(extra)
-    _validate(config)
-    return config
+            values[setting.name] = value
+    _validate(values, given=frozenset(given))
+    return Settings(**{name.lower(): value for name, value in values.items()})
 
 
-def _validate(config: Config) -> None:
+def _validate(config: dict[str, Any], *, given: frozenset[str] = frozenset()) -> None:
     if config["TWILIO_VALIDATE_SIGNATURE"] and not config["TWILIO_AUTH_TOKEN"]:
         raise ConfigError(
             "TWILIO_AUTH_TOKEN is required (it checks that requests come from Twilio); "
@@ -222,7 +286,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("METRICS_TOKEN is required when METRICS_ENABLED is on (metrics are never public)")
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, not {config['LOG_FORMAT']!r}")
-    if config["DEV_PHONE_ENABLED"] and not config["TWILIO_VALIDATE_SIGNATURE"] and production_like(config):
+    # Production-like: the bot would store in AWS DynamoDB itself (no local endpoint, no store given).
+    production_like = "storage" not in given and not config["AWS_ENDPOINT_URL"]
+    if config["DEV_PHONE_ENABLED"] and not config["TWILIO_VALIDATE_SIGNATURE"] and production_like:
         raise ConfigError(
             "DEV_PHONE_ENABLED is refused with TWILIO_VALIDATE_SIGNATURE off against AWS DynamoDB "
             "(a production-like setup): turn signature checks on, or turn the dev phone off"
@@ -232,13 +298,13 @@ def _validate(config: Config) -> None:
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
     _validate_rest(config)
-    _validate_modes(config)
+    _validate_modes(config, sender_given="sender" in given)
 
 
 _SID = {"TWILIO_ACCOUNT_SID": "AC", "TWILIO_API_KEY_SID": "SK", "TWILIO_MESSAGING_SERVICE_SID": "MG"}
 
 
-def _validate_rest(config: Config) -> None:
+def _validate_rest(config: dict[str, Any]) -> None:
     """Check the Messages API settings: SID shapes, a complete credential, an http(s) base URL."""
     for name, prefix in _SID.items():
         value = config[name]
@@ -263,13 +329,13 @@ def _validate_rest(config: Config) -> None:
 REPLY_MODES = ("auto", "sync", "async")
 
 
-def _validate_modes(config: Config) -> None:
+def _validate_modes(config: dict[str, Any], *, sender_given: bool = False) -> None:
     """Resolve REPLY_MODE's default and check the asynchronous settings."""
     mode = (config["REPLY_MODE"] or "").lower() or (
-        "auto" if rest_configured(config) or config.get("SENDER") is not None else "sync")
+        "auto" if rest_configured(config) or sender_given else "sync")
     if mode not in REPLY_MODES:
         raise ConfigError(f"REPLY_MODE must be auto, sync or async, not {config['REPLY_MODE']!r}")
-    if mode != "sync" and not rest_configured(config) and config.get("SENDER") is None:
+    if mode != "sync" and not rest_configured(config) and not sender_given:
         raise ConfigError(
             f"REPLY_MODE={mode} sends replies through Twilio's Messages API: set TWILIO_ACCOUNT_SID "
             "with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET), or use sync"
@@ -285,13 +351,11 @@ def _validate_modes(config: Config) -> None:
         raise ConfigError("REPLY_WORKERS must be between 1 and 1024")
 
 
-def rest_configured(config: Mapping[str, Any]) -> bool:
+def rest_configured(config: Settings | Mapping[str, Any]) -> bool:
     """Return True when the settings let the bot send messages through Twilio's Messages API."""
+    if isinstance(config, Settings):
+        config = config.env()
     return bool(config.get("TWILIO_ACCOUNT_SID") and (
         config.get("TWILIO_AUTH_TOKEN")
         or (config.get("TWILIO_API_KEY_SID") and config.get("TWILIO_API_KEY_SECRET"))))
 
-
-def production_like(config: Mapping[str, Any]) -> bool:
-    """Return True when the bot would store in AWS DynamoDB itself (no local endpoint, no injected store)."""
-    return not config.get("AWS_ENDPOINT_URL") and config.get("STORAGE") is None

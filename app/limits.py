@@ -12,11 +12,12 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app.config import Settings
 from conversation.models import Message, parse_iso
 from conversation.store import Coordination
 
@@ -84,16 +85,16 @@ class Limits:
         self.clock = clock
 
     @classmethod
-    def from_config(cls, storage: Coordination, config: Mapping[str, Any]) -> Limits:
+    def from_settings(cls, storage: Coordination, settings: Settings) -> Limits:
         """Build the limits described by the app's settings."""
         return cls(
             storage,
-            per_minute=config["RATE_LIMIT_PER_MINUTE"],
-            per_day=config["RATE_LIMIT_PER_DAY"],
-            call_budget=config["DAILY_MODEL_CALL_BUDGET"],
-            token_budget=config["DAILY_TOKEN_BUDGET"],
-            allowed=config["ALLOWED_NUMBERS"],
-            blocked=config["BLOCKED_NUMBERS"],
+            per_minute=settings.rate_limit_per_minute,
+            per_day=settings.rate_limit_per_day,
+            call_budget=settings.daily_model_call_budget,
+            token_budget=settings.daily_token_budget,
+            allowed=settings.allowed_numbers,
+            blocked=settings.blocked_numbers,
         )
 
     # ------------------------------------------------------------ who

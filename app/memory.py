@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+from app.config import Settings
 from app.limits import Limits
+from app.replies import Responder, Summariser
 from conversation import StorageError
 from conversation.memory import MemoryPolicy, update_summary
 from conversation.store import ConversationStore
@@ -29,7 +29,7 @@ CLAIM_SECONDS = 90.0
 class MemoryKeeper:
     """Schedules summary updates on at most ``workers`` threads, ``max_pending`` queued."""
 
-    def __init__(self, storage: ConversationStore, responder: Any, policy: MemoryPolicy, *,
+    def __init__(self, storage: ConversationStore, responder: Summariser, policy: MemoryPolicy, *,
                  limits: Limits | None = None, workers: int = 2, max_pending: int = 64) -> None:
         self.storage = storage
         self.responder = responder
@@ -111,16 +111,15 @@ class MemoryKeeper:
 
 
 def build_keeper(
-    config: Mapping[str, Any], storage: ConversationStore, responder: Any, limits: Limits | None
+    settings: Settings, storage: ConversationStore, responder: Responder, limits: Limits | None
 ) -> MemoryKeeper | None:
     """Build the keeper when the summary is on and a model can write it (None otherwise)."""
-    keeper: MemoryKeeper | None = config.get("MEMORY_KEEPER")
-    if keeper is None and config["MEMORY_SUMMARY"] and hasattr(responder, "summarise"):
-        policy = MemoryPolicy(
-            window_messages=config["HISTORY_MAX_MESSAGES"],
-            window_chars=config["HISTORY_MAX_CHARS"],
-            update_every=config["MEMORY_UPDATE_EVERY"],
-            max_chars=config["MEMORY_SUMMARY_MAX_CHARS"],
-        )
-        keeper = MemoryKeeper(storage, responder, policy, limits=limits)
-    return keeper
+    if not settings.memory_summary or not isinstance(responder, Summariser):
+        return None
+    policy = MemoryPolicy(
+        window_messages=settings.history_max_messages,
+        window_chars=settings.history_max_chars,
+        update_every=settings.memory_update_every,
+        max_chars=settings.memory_summary_max_chars,
+    )
+    return MemoryKeeper(storage, responder, policy, limits=limits)

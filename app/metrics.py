@@ -11,11 +11,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 
+from app.config import Settings
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def observe_turn(outcome: str, total_ms: float, marks: dict[str, float], details
 @bp.get("/metrics")
 def scrape() -> Response:
     """Serve the figures to a Prometheus that presents METRICS_TOKEN."""
-    token = current_app.config["METRICS_TOKEN"]
+    token = services().settings.metrics_token or ""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
@@ -203,9 +204,9 @@ def _metrics() -> Metrics:
     return metrics
 
 
-def build_metrics(config: Mapping[str, Any], storage: Any) -> Metrics | None:
+def build_metrics(settings: Settings, storage: object) -> Metrics | None:
     """The metrics when METRICS_ENABLED (watching the store's DynamoDB client, if any); else None."""
-    if not config["METRICS_ENABLED"]:
+    if not settings.metrics_enabled:
         return None
     metrics = Metrics()
     client = getattr(storage, "client", None)

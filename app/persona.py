@@ -22,13 +22,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from app.config import DEFAULTS, ConfigError
+from app.config import DEFAULTS, ConfigError, Settings
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
 from app.offline_persona import OfflineResponder
 from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, Responder, clip, zero_usage
@@ -132,7 +132,7 @@ class OpenAIResponder:
         max_chars: int = DEFAULTS["REPLY_MAX_CHARS"],
         attempts_per_model: int = 2,
         backoff_seconds: float = 0.25,
-        offline: OfflineResponder | None = None,
+        offline: Responder | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required (use OfflineResponder when there is none)")
@@ -149,7 +149,7 @@ class OpenAIResponder:
         self.max_chars = max_chars
         self.attempts_per_model = max(1, attempts_per_model)
         self.backoff_seconds = backoff_seconds
-        self.offline = offline or OfflineResponder(max_chars=max_chars)
+        self.offline: Responder = offline or OfflineResponder(max_chars=max_chars)
         # Built here (in the app factory), not at import and not on the first text: importing
         # and building the client takes over a second, which the first texter would pay.
         import openai
@@ -405,48 +405,45 @@ def _retry_after(response: Any) -> float | None:
 # --- wiring ------------------------------------------------------------------------------
 
 
-def build_responders(config: Mapping[str, Any]) -> tuple[Responder, Responder]:
-    """The configured responder and the offline one that stands in for it."""
-    max_chars = int(config.get("REPLY_MAX_CHARS") or DEFAULTS["REPLY_MAX_CHARS"])
-    offline = config.get("OFFLINE_RESPONDER") or OfflineResponder(
-        seed=config.get("OFFLINE_PERSONA_SEED"), max_chars=max_chars
-    )
+def build_responders(
+    settings: Settings, *, responder: Responder | None = None, offline: Responder | None = None
+) -> tuple[Responder, Responder]:
+    """The configured responder and the offline one that stands in for it (either may be given)."""
+    max_chars = settings.reply_max_chars
+    offline = offline or OfflineResponder(seed=settings.offline_persona_seed, max_chars=max_chars)
     # Read the prompt even when offline, so a broken PERSONA_FILE stops start-up either way.
-    system_prompt = load_system_prompt(config.get("PERSONA_FILE"), max_chars=max_chars)
-    responder = config.get("RESPONDER")
+    system_prompt = load_system_prompt(settings.persona_file, max_chars=max_chars)
     if responder is None:
-        if config.get("OPENAI_API_KEY"):
-            responder = OpenAIResponder(
-                config["OPENAI_API_KEY"],
-                config.get("OPENAI_MODEL") or DEFAULTS["OPENAI_MODEL"],
-                base_url=config.get("OPENAI_BASE_URL"),
-                fallback_models=tuple(config.get("OPENAI_FALLBACK_MODELS") or ()),
-                temperature=float(config.get("OPENAI_TEMPERATURE", DEFAULTS["OPENAI_TEMPERATURE"])),
-                max_tokens=int(config.get("OPENAI_MAX_TOKENS") or DEFAULTS["OPENAI_MAX_TOKENS"]),
+        if settings.openai_api_key:
+            model = OpenAIResponder(
+                settings.openai_api_key,
+                settings.openai_model,
+                base_url=settings.openai_base_url,
+                fallback_models=settings.openai_fallback_models,
+                temperature=settings.openai_temperature,
+                max_tokens=settings.openai_max_tokens,
                 # Every turn passes its own deadline; this caps them all. Background turns
                 # (auto/async modes) may give the model MODEL_TIMEOUT_SECONDS.
                 deadline_seconds=max(
-                    float(config.get("REPLY_DEADLINE_SECONDS") or DEFAULTS["REPLY_DEADLINE_SECONDS"]),
-                    float(config.get("MODEL_TIMEOUT_SECONDS") or 0.0)
-                    if config.get("REPLY_MODE") not in (None, "sync") else 0.0,
+                    settings.reply_deadline_seconds,
+                    settings.model_timeout_seconds if settings.reply_mode != "sync" else 0.0,
                 ),
                 system_prompt=system_prompt,
-                history_max_messages=int(
-                    config.get("HISTORY_MAX_MESSAGES", DEFAULTS["HISTORY_MAX_MESSAGES"])
-                ),
-                history_max_chars=int(config.get("HISTORY_MAX_CHARS", DEFAULTS["HISTORY_MAX_CHARS"])),
+                history_max_messages=settings.history_max_messages,
+                history_max_chars=settings.history_max_chars,
                 max_chars=max_chars,
                 offline=offline,
             )
             log.info(
                 "model replies on: %s at %s (fallbacks: %s), deadline %.1f s",
-                responder.model, responder.base_url or "api.openai.com",
-                ", ".join(responder.models[1:]) or "none", responder.deadline_seconds,
+                model.model, model.base_url or "api.openai.com",
+                ", ".join(model.models[1:]) or "none", model.deadline_seconds,
             )
+            responder = model
         else:
             responder = offline
             hint = (" OPENAI_BASE_URL is set: local servers accept any non-empty key."
-                    if config.get("OPENAI_BASE_URL") else "")
+                    if settings.openai_base_url else "")
             log.warning(
                 "model replies are off: OPENAI_API_KEY is not set, so the offline DadaCat persona "
                 "answers every text. Set OPENAI_API_KEY (and OPENAI_MODEL, optionally "

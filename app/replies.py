@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 OFFLINE_MODEL = "dadacat-offline"
 LAST_RESORT = "mrrp. the wires are tangled in my whiskers. say it again?"
@@ -54,6 +54,14 @@ class Responder(Protocol):
     def reply(self, history: Sequence[Any], text: str, *, deadline: float | None = None,
               media_urls: Sequence[str] = (), message_id: str | None = None,
               summary: str | None = None) -> Reply: ...
+
+
+@runtime_checkable
+class Summariser(Protocol):
+    """A responder that can also write a conversation's running summary (the model can)."""
+
+    def summarise(self, messages: list[dict[str, str]], *, max_tokens: int = 400,
+                  timeout: float = 30.0) -> tuple[str | None, int]: ...
 
 
 def clip(text: str, max_chars: int) -> str:

@@ -6,13 +6,15 @@ Views and commands ask ``services()`` (or ``services(app)``) for the object they
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from app.bounded import Bounded
+    from app.config import Settings
     from app.limits import Limits
     from app.memory import MemoryKeeper
     from app.metrics import Metrics
@@ -27,10 +29,17 @@ if TYPE_CHECKING:
 EXTENSION = "dadacat"
 
 
+class SignatureValidator(Protocol):
+    """Checks X-Twilio-Signature (twilio's RequestValidator, which ships no type hints)."""
+
+    def validate(self, uri: str, params: Mapping[str, str], signature: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Services:
-    """Everything a request may need beyond the settings; one per app."""
+    """Everything a request may need, the settings included; one per app."""
 
+    settings: Settings
     storage: ConversationStore
     manager: ConversationManager
     responder: Responder
@@ -38,8 +47,8 @@ class Services:
     limits: Limits
     daily_stats: DailyStats
     bounded: Bounded
-    # Twilio's RequestValidator (None when TWILIO_VALIDATE_SIGNATURE is off); twilio ships no types.
-    validator: Any
+    # Twilio's RequestValidator (None when TWILIO_VALIDATE_SIGNATURE is off).
+    validator: SignatureValidator | None
     # None when the running summary is off or no model can write it.
     memory: MemoryKeeper | None
     # None when METRICS_ENABLED is off.

@@ -15,12 +15,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from app.bounded import Bounded, OutOfTime
+from app.config import Settings
 from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
 from app.logutil import mask_number
 from app.memory import MemoryKeeper
 from app.replies import LAST_RESORT, Responder
 from app.sms import count_segments, fit_reply, parse_command, truncate
-from app.turn import Outcome, Turn, TurnSettings, tokens_of
+from app.turn import Outcome, Turn, tokens_of
 from app.twilio_form import InboundText
 from app.xmltext import xml_safe
 from conversation import ConversationError, ConversationManager, StorageError, StorageUnavailable, window
@@ -54,7 +55,7 @@ BUSY_LINE = "Purr... one thought at a time, human. Tell me again in a moment?"
 class TextHandler:
     """Answers texts with the collaborators it was built with."""
 
-    settings: TurnSettings
+    settings: Settings
     manager: ConversationManager
     storage: ConversationStore
     limits: Limits

@@ -26,29 +26,6 @@ REPLY_STORE_SHARE = 0.15
 
 
 @dataclass(frozen=True)
-class TurnSettings:
-    """The settings a turn reads (from app/config.py, once)."""
-
-    reply_deadline_seconds: float
-    reply_max_chars: int
-    turn_lease_seconds: float
-    history_max_messages: int
-    history_max_chars: int
-    openai_max_tokens: int
-
-    @classmethod
-    def from_config(cls, config: Any) -> TurnSettings:
-        return cls(
-            reply_deadline_seconds=config["REPLY_DEADLINE_SECONDS"],
-            reply_max_chars=config["REPLY_MAX_CHARS"],
-            turn_lease_seconds=config["TURN_LEASE_SECONDS"],
-            history_max_messages=config["HISTORY_MAX_MESSAGES"],
-            history_max_chars=config["HISTORY_MAX_CHARS"],
-            openai_max_tokens=config["OPENAI_MAX_TOKENS"],
-        )
-
-
-@dataclass(frozen=True)
 class Outcome:
     """How a text was answered: a name for the log and metrics, the line to send (or none),
     and whether Twilio should report the reply's delivery."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +31,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from app.config import rest_configured
+from app.config import Settings, rest_configured
 from app.logutil import mask_number
 from app.outbound import SendFailed, SendRefused, Sent
 
@@ -134,16 +133,17 @@ def _mapped(error: Exception, what: str, to: str) -> SendRefused | SendFailed:
     return SendFailed(f"Messages API unreachable or unreadable: {type(error).__name__}")
 
 
-def build_sender(settings: Mapping[str, Any]) -> TwilioRestSender | None:
+def build_sender(settings: Settings) -> TwilioRestSender | None:
     """The sender the settings describe, or None when they give no REST credentials."""
     if not rest_configured(settings):
         return None
-    if settings.get("TWILIO_API_KEY_SID") and settings.get("TWILIO_API_KEY_SECRET"):
-        username, password = settings["TWILIO_API_KEY_SID"], settings["TWILIO_API_KEY_SECRET"]
+    account_sid = settings.twilio_account_sid or ""
+    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
+        username, password = settings.twilio_api_key_sid, settings.twilio_api_key_secret
     else:
-        username, password = settings["TWILIO_ACCOUNT_SID"], settings["TWILIO_AUTH_TOKEN"]
+        username, password = account_sid, settings.twilio_auth_token or ""
     return TwilioRestSender(
-        account_sid=settings["TWILIO_ACCOUNT_SID"], username=username, password=password,
-        messaging_service_sid=settings.get("TWILIO_MESSAGING_SERVICE_SID"),
-        base_url=settings.get("TWILIO_API_BASE_URL"),
+        account_sid=account_sid, username=username, password=password,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        base_url=settings.twilio_api_base_url,
     )

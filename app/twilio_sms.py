@@ -4,7 +4,7 @@ and the delivery-status callback URL. Form parsing is in app/twilio_form.py.
 
 from __future__ import annotations
 
-from flask import Response, current_app, request, url_for
+from flask import Response, request, url_for
 from twilio.twiml.messaging_response import MessagingResponse
 
 from app.services import services
@@ -26,7 +26,7 @@ def signature_ok() -> bool:
 
 def public_url() -> str:
     """Return the URL as Twilio sees it: PUBLIC_BASE_URL if set, else the (proxy-fixed) request URL."""
-    base = current_app.config.get("PUBLIC_BASE_URL")
+    base = services().settings.public_base_url
     if not base:
         return request.url
     query = request.query_string.decode("latin-1")
@@ -54,7 +54,7 @@ def status_url(text: InboundText, sid: str | None = None) -> str:
     """Return the absolute URL Twilio should post the reply's delivery status to
     (the reply to ``text``, or to the text ``sid`` when it answers a later one)."""
     path = url_for("sms.delivery_status", sid=sid or text.sid)
-    base = current_app.config.get("PUBLIC_BASE_URL")
+    base = services().settings.public_base_url
     if base:
         return base.rstrip("/") + path
     return request.host_url.rstrip("/") + path

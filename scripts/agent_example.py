@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config({"TWILIO_VALIDATE_SIGNATURE": False})
     set_tracing_disabled(True)  # no traces uploaded to OpenAI from an example
     with contextlib.ExitStack() as stack:
-        endpoint_url = args.endpoint_url or config["AWS_ENDPOINT_URL"]
+        endpoint_url = args.endpoint_url or config.aws_endpoint_url
         if args.local_dynamodb:
             from localpeers.dynamodb_local import DynamoDBLocal
 
             endpoint_url = stack.enter_context(DynamoDBLocal()).endpoint_url
-        base_url = args.base_url or config["OPENAI_BASE_URL"]
+        base_url = args.base_url or config.openai_base_url
         if args.fake:
             from localpeers.fake_openai import FakeOpenAI
 
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
             fake = stack.enter_context(FakeOpenAI(handler=answer))
             base_url = fake.base_url
-        api_key = args.api_key or config["OPENAI_API_KEY"] or "none"
-        model = args.model or config["OPENAI_MODEL"]
-        table = args.table or config["DYNAMODB_TABLE_NAME"]
-        storage = build_storage(table, endpoint_url, config["AWS_REGION"])
+        api_key = args.api_key or config.openai_api_key or "none"
+        model = args.model or config.openai_model
+        table = args.table or config.dynamodb_table_name
+        storage = build_storage(table, endpoint_url, config.aws_region)
         session = DynamoDBSession(args.session, storage)
 
         async def run() -> None:

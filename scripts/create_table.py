@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from app.config import ConfigError, load_config
+from app.config import ConfigError, Settings, load_config
 from conversation import DynamoDBStorage
 from conversation.dynamodb.table import _region
 from conversation.errors import StorageError
@@ -27,7 +26,7 @@ _CREDENTIAL_NAMES = {
 }
 
 
-def create_table(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+def create_table(config: Settings, environ: Mapping[str, str] | None = None) -> bool:
     """Create the configured table if missing; return True when it was created.
 
     ``environ`` may carry AWS credentials to use instead of boto3's usual chain.
@@ -39,14 +38,14 @@ def create_table(config: Mapping[str, Any], environ: Mapping[str, str] | None = 
         credentials = {arg: environ[name] for name, arg in _CREDENTIAL_NAMES.items() if environ.get(name)}
         session = boto3.session.Session(**credentials)
         # The storage's own region chain: with no region anywhere, a local endpoint gets us-east-1.
-        region = _region(config["AWS_REGION"], session, config["AWS_ENDPOINT_URL"])
-        client = session.client("dynamodb", endpoint_url=config["AWS_ENDPOINT_URL"], region_name=region)
+        region = _region(config.aws_region, session, config.aws_endpoint_url)
+        client = session.client("dynamodb", endpoint_url=config.aws_endpoint_url, region_name=region)
     storage = DynamoDBStorage(
-        config["DYNAMODB_TABLE_NAME"],
+        config.dynamodb_table_name,
         client=client,
-        endpoint_url=config["AWS_ENDPOINT_URL"],
-        region_name=config["AWS_REGION"],
-        ttl_days=config["CONVERSATION_TTL_DAYS"],
+        endpoint_url=config.aws_endpoint_url,
+        region_name=config.aws_region,
+        ttl_days=config.conversation_ttl_days,
     )
     return storage.create_table()
 
@@ -60,9 +59,9 @@ def main() -> int:
     except (ConfigError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    where = config["AWS_ENDPOINT_URL"] or f"AWS {config['AWS_REGION']}"
+    where = config.aws_endpoint_url or f"AWS {config.aws_region}"
     state = "created" if created else "already exists"
-    print(f"table {config['DYNAMODB_TABLE_NAME']} {state} ({where})")
+    print(f"table {config.dynamodb_table_name} {state} ({where})")
     return 0
 
 

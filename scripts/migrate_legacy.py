@@ -145,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser = argparse.ArgumentParser(description="Copy legacy DadaCat conversations into the current layout.")
     parser.add_argument("--source-table", required=True)
-    parser.add_argument("--target-table", default=config["DYNAMODB_TABLE_NAME"])
-    parser.add_argument("--endpoint-url", default=config["AWS_ENDPOINT_URL"])
-    parser.add_argument("--region", default=config["AWS_REGION"])
+    parser.add_argument("--target-table", default=config.dynamodb_table_name)
+    parser.add_argument("--endpoint-url", default=config.aws_endpoint_url)
+    parser.add_argument("--region", default=config.aws_region)
     args = parser.parse_args(argv)
     storage = DynamoDBStorage(
         args.target_table,
         endpoint_url=args.endpoint_url,
         region_name=args.region,
-        ttl_days=config["CONVERSATION_TTL_DAYS"],
+        ttl_days=config.conversation_ttl_days,
     )
     report = migrate(storage.client, args.source_table, storage)
     print(

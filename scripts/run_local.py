@@ -328,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         # `docker info` can take seconds: ask only when Docker could be chosen.
         wants_docker = preference == "docker" or (preference == "auto" and problem is not None)
         backend = choose_backend(
-            config["AWS_ENDPOINT_URL"], preference,
-            docker_ok=wants_docker and not config["AWS_ENDPOINT_URL"] and docker_available(),
+            config.aws_endpoint_url, preference,
+            docker_ok=wants_docker and not config.aws_endpoint_url and docker_available(),
             jar_missing=problem,
         )
         endpoint = backend.endpoint_url
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.create_table import create_table
 
         created = create_table(load_config(dotenv_path=None, environ=env), environ=env)
-        print(f"Table {config['DYNAMODB_TABLE_NAME']} {'created' if created else 'already exists'}.")
+        print(f"Table {config.dynamodb_table_name} {'created' if created else 'already exists'}.")
 
         messages_api = start_messages_api(env, args.port)
         if messages_api is None:

@@ -105,7 +105,7 @@ def auth_token(explicit: str | None) -> str | None:
     if explicit:
         return explicit
     config = load_config(dotenv_path=dotenv_file(ROOT))
-    return config["TWILIO_AUTH_TOKEN"]
+    return config.twilio_auth_token
 
 
 class LaterReplies:

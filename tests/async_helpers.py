@@ -59,19 +59,17 @@ class GatedResponder:
         return Reply(text=f"{self.prefix}: {text}", model="gated", attempts=1)
 
 
-def build_app(storage: Any, sender: Any, **overrides: Any):
+def build_app(storage: Any, sender: Any, *, responder: Any = None, **overrides: Any):
     """Build the app on ``storage`` in async mode (unless overridden) with ``sender``."""
     config = {
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "STORAGE": storage,
-        "SENDER": sender,
         "REPLY_MODE": "async",
         "RATE_LIMIT_PER_MINUTE": 0,
         "RATE_LIMIT_PER_DAY": 0,
         "OPENAI_API_KEY": "",
         **overrides,
     }
-    return create_app(config)
+    return create_app(config, storage=storage, sender=sender, responder=responder)
 
 
 def pool_of(app):

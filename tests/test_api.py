@@ -61,7 +61,7 @@ class Api:
 
 @pytest.fixture
 def app(moto_storage):
-    return create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+    return create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN}, storage=moto_storage)
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ EVERY_ROUTE = [
 
 
 def test_api_is_closed_without_a_configured_token(moto_storage):
-    app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t"})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t"}, storage=moto_storage)
     chat(services(app).manager, ALICE, 1)
     for method, path in EVERY_ROUTE:
         for token in (None, "", "anything"):
@@ -581,7 +581,7 @@ def test_operator_actions_are_logged_with_masked_numbers(api, manager, caplog):
 
 
 def test_unreachable_store_is_503_json(unreachable_storage):
-    app = create_app({"STORAGE": unreachable_storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN}, storage=unreachable_storage)
     api = Api(app.test_client())
     response = api.get(f"/numbers/{enc(ALICE)}/conversations")
     assert_error(response, 503, "storage_unavailable")
@@ -591,7 +591,7 @@ def test_unreachable_store_is_503_json(unreachable_storage):
 
 def test_missing_table_is_503_json(moto_storage):
     missing = DynamoDBStorage("t-missing", region_name="us-east-1", auto_create=False)
-    app = create_app({"STORAGE": missing, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN}, storage=missing)
     assert_error(Api(app.test_client()).get(f"/numbers/{enc(ALICE)}/export"), 503, "storage_error")
 
 

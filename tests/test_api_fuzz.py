@@ -30,7 +30,7 @@ NUMBER = "+15551230000"
 @pytest.fixture
 def fuzz_app(moto_storage):
     """Return an app with the API open and one number holding a little history."""
-    app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN}, storage=moto_storage)
     manager = services(app).manager
     for text in ("hello cat", "what is art", "meow"):
         asked = manager.add_user_message(NUMBER, text)

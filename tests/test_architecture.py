@@ -126,7 +126,7 @@ def test_one_services_object_per_app_with_the_collaborators_it_built():
     from conversation.inmemory import MemoryStore
 
     store = MemoryStore()
-    app = create_app({"TWILIO_AUTH_TOKEN": "t" * 32, "STORAGE": store})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t" * 32}, storage=store)
     found = services(app)
     assert isinstance(found, Services)
     assert found.storage is store and isinstance(found.manager, ConversationManager)
@@ -171,3 +171,49 @@ def test_defaults_and_the_last_resort_line_live_in_one_place():
     for path in _sources("app"):
         if path.name != "config.py":
             assert not literals & set(_strings(path)), path
+
+
+COLLABORATOR_KEYS = {"STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER"}
+
+
+def _keywords(path: Path) -> set[str]:
+    """Names passed as keyword arguments (``make_app(STORAGE=...)`` forwards a config key)."""
+    return {node.arg for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.keyword) and node.arg}
+
+
+def test_collaborators_travel_as_create_app_arguments_not_config_keys():
+    import inspect
+
+    from app import create_app
+
+    keywords = {name for name, p in inspect.signature(create_app).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert {key.lower() for key in COLLABORATOR_KEYS} <= keywords
+    # Nobody spells the old keys, except the loader that refuses them (and its test).
+    refusers = {ROOT / "app" / "config.py", ROOT / "tests" / "test_config.py", Path(__file__)}
+    spelled = [
+        str(path.relative_to(ROOT))
+        for path in _sources("app", "conversation", "scripts", "tests")
+        if path not in refusers and COLLABORATOR_KEYS & (set(_strings(path)) | _keywords(path))
+    ]
+    assert not spelled
+
+
+def test_settings_are_read_as_typed_attributes_not_string_keys():
+    # Flask's own MAX_CONTENT_LENGTH is the only value app/ puts in (or reads from) app.config.
+    readers = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in _sources("app")
+        for line in path.read_text().splitlines()
+        if re.search(r"\.config(\[|\.get\(|\.update\()", line) and "MAX_CONTENT_LENGTH" not in line
+    ]
+    assert not readers
+
+
+def test_the_services_fields_are_typed_without_any():
+    from app.services import Services
+
+    annotations = {name: str(hint) for name, hint in Services.__annotations__.items()}
+    assert "settings" in annotations and "validator" in annotations
+    assert not [name for name, hint in annotations.items() if re.search(r"\bAny\b", hint)]

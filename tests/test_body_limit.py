@@ -30,7 +30,7 @@ class WatchedStream(io.RawIOBase):
 
 @pytest.fixture
 def app(moto_storage):
-    return create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "ADMIN_API_TOKEN": "op"})
+    return create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": "op"}, storage=moto_storage)
 
 
 HUNDRED_MB = 100 * 1024 * 1024
@@ -76,7 +76,7 @@ def test_a_text_near_the_cap_is_still_answered(app):
 
 def test_a_signed_post_over_a_raised_cap_is_answered(moto_storage):
     app = create_app(
-        {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "MAX_REQUEST_BYTES": "200000"}
+        {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "MAX_REQUEST_BYTES": "200000"}, storage=moto_storage
     )
     texter = Texter(app.test_client())
     params = texter.params("hi", MediaUrl0="https://api.twilio.com/" + "m" * 100_000,

@@ -18,7 +18,7 @@ BOB = "+447700900123"
 
 @pytest.fixture
 def app(moto_storage):
-    return create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": "t"})
+    return create_app({"TWILIO_AUTH_TOKEN": "t"}, storage=moto_storage)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def chat(manager, number, turns, prefix="text"):
 
 def test_init_db_creates_the_table_once(moto_storage):
     fresh = DynamoDBStorage(f"t-{uuid.uuid4().hex[:8]}", region_name="us-east-1", auto_create=False)
-    app = create_app({"STORAGE": fresh, "TWILIO_AUTH_TOKEN": "t"})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t"}, storage=fresh)
     runner = app.test_cli_runner()
     first = runner.invoke(args=["init-db"])
     assert first.exit_code == 0, first.output
@@ -166,7 +166,7 @@ def test_erase_asks_first_and_is_safe_to_repeat(run, manager, caplog):
 
 
 def test_store_down_is_a_clean_error(unreachable_storage):
-    app = create_app({"STORAGE": unreachable_storage, "TWILIO_AUTH_TOKEN": "t"})
+    app = create_app({"TWILIO_AUTH_TOKEN": "t"}, storage=unreachable_storage)
     result = app.test_cli_runner().invoke(args=["conversations", "list", ALICE])
     assert result.exit_code == 1
     assert "conversation store failed" in result.output

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from app import create_app
-from app.config import SETTINGS, ConfigError, load_config, rest_configured
+from app.config import SETTINGS, ConfigError, Settings, load_config, rest_configured
 
 
 def test_missing_auth_token_fails_at_start_up_naming_it():
@@ -37,28 +39,49 @@ def test_file_then_environment_then_overrides(tmp_path):
         {"RATE_LIMIT_PER_DAY": 9},
         environ={"OPENAI_MODEL": "env-model", "DOTENV_FILE": str(dotenv)},
     )
-    assert config["TWILIO_AUTH_TOKEN"] == "from-file"
-    assert config["OPENAI_MODEL"] == "env-model"
-    assert config["RATE_LIMIT_PER_DAY"] == 9
+    assert config.twilio_auth_token == "from-file"
+    assert config.openai_model == "env-model"
+    assert config.rate_limit_per_day == 9
 
 
 def test_empty_settings_file_name_reads_no_file(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text("TWILIO_AUTH_TOKEN=should-not-be-read\n")
     monkeypatch.chdir(tmp_path)
-    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false", "DOTENV_FILE": ""})[
-        "TWILIO_AUTH_TOKEN"] is None
-    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false"})[
-        "TWILIO_AUTH_TOKEN"] == "should-not-be-read"
+    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false", "DOTENV_FILE": ""}
+                       ).twilio_auth_token is None
+    assert load_config(environ={"TWILIO_VALIDATE_SIGNATURE": "false"}
+                       ).twilio_auth_token == "should-not-be-read"
 
 
 def test_defaults_and_types():
     config = load_config(environ={"TWILIO_AUTH_TOKEN": "t", "OPENAI_FALLBACK_MODELS": "a, b,,c"},
                          dotenv_path=None)
-    assert config["OPENAI_FALLBACK_MODELS"] == ("a", "b", "c")
-    assert config["TWILIO_VALIDATE_SIGNATURE"] is True
-    assert config["DYNAMODB_TABLE_NAME"] == "DadaCatConversations"
-    assert config["REPLY_DEADLINE_SECONDS"] == 10.0
-    assert set(config) >= {setting.name for setting in SETTINGS}
+    assert config.openai_fallback_models == ("a", "b", "c")
+    assert config.twilio_validate_signature is True
+    assert config.dynamodb_table_name == "DadaCatConversations"
+    assert config.reply_deadline_seconds == 10.0
+    assert set(config.env()) == {setting.name for setting in SETTINGS}
+
+
+def test_settings_are_one_frozen_typed_object_with_an_attribute_per_row():
+    config = load_config(environ={"TWILIO_AUTH_TOKEN": "t"}, dotenv_path=None)
+    assert [field.name for field in dataclasses.fields(Settings)] == [s.name.lower() for s in SETTINGS]
+    defaults = [s for s in SETTINGS if s.name != "TWILIO_AUTH_TOKEN"]
+    assert all(getattr(config, s.name.lower()) == s.default for s in defaults)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.reply_max_chars = 10  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "name", ["STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS"])
+def test_collaborators_are_not_settings(name):
+    with pytest.raises(ConfigError, match=f"pass {name.lower()}= to create_app"):
+        load_config({"TWILIO_AUTH_TOKEN": "t", name: object()}, environ={}, dotenv_path=None)
+
+
+def test_an_unknown_override_is_refused_not_carried():
+    with pytest.raises(ConfigError, match="REPLY_MAX_CHARZ is not a setting"):
+        load_config({"TWILIO_AUTH_TOKEN": "t", "REPLY_MAX_CHARZ": 5}, environ={}, dotenv_path=None)
 
 
 def test_secrets_are_marked():

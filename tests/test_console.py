@@ -73,14 +73,13 @@ def links(page: str, pattern: str) -> list[str]:
 @pytest.fixture
 def app(moto_storage, fake):
     return create_app({
-        "STORAGE": moto_storage,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "ADMIN_API_TOKEN": TOKEN,
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_MODEL": "cat-1",
         "RATE_LIMIT_PER_MINUTE": 0,
-    })
+    }, storage=moto_storage)
 
 
 @pytest.fixture
@@ -106,7 +105,7 @@ def open_conversation(console: Console, number: str):
 
 
 def test_without_an_operator_token_the_console_does_not_exist(moto_storage):
-    client = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}).test_client()
+    client = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN}, storage=moto_storage).test_client()
     for path in ("/console/", "/console/sign-in", "/console/dashboard", "/console/static/console.css"):
         assert client.get(path).status_code == 404, path
     assert client.post("/console/sign-in", data={"token": ""}).status_code == 404
@@ -405,7 +404,7 @@ def test_the_dashboard_charts_the_stored_daily_figures(app, console):
 
 def test_the_console_says_when_the_store_is_unreachable(unreachable_storage):
     app = create_app(
-        {"STORAGE": unreachable_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": TOKEN}
+        {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": TOKEN}, storage=unreachable_storage
     )
     console = Console(app.test_client())
     console.get("/console/sign-in")
@@ -433,7 +432,7 @@ def test_long_conversations_page_their_messages(app, console, monkeypatch):
 
 def test_references_die_with_the_operator_token(moto_storage):
     def signed_in(token):
-        app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": token})
+        app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": token}, storage=moto_storage)
         console = Console(app.test_client())
         console.get("/console/sign-in")
         console.post("/console/sign-in", {"token": token, "nonce": hidden(console.last_html, "nonce")},

@@ -83,12 +83,10 @@ def build_app(storage, **overrides):
     from tests.test_webhook import ScriptedResponder
 
     return create_app({
-        "STORAGE": storage,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "RESPONDER": ScriptedResponder(),
         "RATE_LIMIT_PER_MINUTE": 0,
         **overrides,
-    })
+    }, storage=storage, responder=ScriptedResponder())
 
 
 @pytest.mark.parametrize("per_day", [0, 200], ids=["no-day-limit", "day-limit"])

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from app import create_app
 from app.config import ConfigError, load_config
 from app.devphone import BOT_NUMBER
 from app.persona import OfflineResponder
-from app.services import services
+from app.services import EXTENSION, services
 from app.webhook import RESET_CONFIRMATION
 from tests.twilio_helpers import AUTH_TOKEN
 
@@ -20,9 +22,9 @@ NUMBER = "+15555550142"
 def make_app(store, **settings):
     responder = OfflineResponder(seed=7)
     return create_app({
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": store, "RESPONDER": responder,
-        "OFFLINE_RESPONDER": responder, "DEV_PHONE_ENABLED": True, **settings,
-    })
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "DEV_PHONE_ENABLED": True, **settings,
+    }, storage=store, responder=responder, offline_responder=responder)
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def send(client, body, number=NUMBER, **extra):
 
 
 def test_off_by_default_the_dev_phone_does_not_exist(moto_storage):
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage})
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN}, storage=moto_storage)
     client = app.test_client()
     assert client.get("/dev-phone/").status_code == 404
     assert client.post("/dev-phone/api/send", json={"number": NUMBER, "body": "hi"}).status_code == 404
@@ -88,7 +90,8 @@ def test_the_webhook_checks_the_dev_phones_signature(storage):
     # The dev phone signs with the bot's own token; a bot with another token refuses it,
     # so the dev phone goes through the same signature check as Twilio.
     app = make_app(storage)
-    app.config["TWILIO_AUTH_TOKEN"] = "not-the-token-the-validator-uses"
+    # The same app, but its validator checks another token than the one the dev phone signs with.
+    app.extensions[EXTENSION] = replace(services(app), validator=RequestValidator("not-the-bots-token"))
     data = send(app.test_client(), "hello").get_json()
     assert data["webhook_status"] == 403 and "messages" not in data
     assert services(app).manager.get_history(NUMBER) == []

@@ -29,7 +29,6 @@ DEADLINE = 3.0
 
 def build_app(storage, fake, **overrides):
     config = {
-        "STORAGE": storage,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": fake.base_url,
@@ -40,7 +39,7 @@ def build_app(storage, fake, **overrides):
         "OFFLINE_PERSONA_SEED": 7,
         **overrides,
     }
-    return create_app(config)
+    return create_app(config, storage=storage)
 
 
 def stored(manager, number=NUMBER):

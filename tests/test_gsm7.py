@@ -54,8 +54,8 @@ def test_the_default_reply_size_is_two_gsm7_segments():
     from app.config import load_config
 
     config = load_config({"TWILIO_AUTH_TOKEN": "t"}, environ={}, dotenv_path=None)
-    assert count_segments("x" * config["REPLY_MAX_CHARS"]).count == 2
-    assert count_segments("x" * (config["REPLY_MAX_CHARS"] + 1)).count == 3
+    assert count_segments("x" * config.reply_max_chars).count == 2
+    assert count_segments("x" * (config.reply_max_chars + 1)).count == 3
 
 
 def test_the_webhook_stores_the_normalised_reply_with_its_encoding_and_segments(moto_storage):
@@ -63,8 +63,8 @@ def test_the_webhook_stores_the_normalised_reply_with_its_encoding_and_segments(
              "purr, the fan hums.")
     with FakeOpenAI() as fake:
         fake.push(reply(curly), reply("warm \U0001F63A it\u2019s"))
-        app = create_app({"STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                          "OPENAI_API_KEY": "k", "OPENAI_BASE_URL": fake.base_url})
+        app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                          "OPENAI_API_KEY": "k", "OPENAI_BASE_URL": fake.base_url}, storage=moto_storage)
         texter = Texter(app.test_client(), number=NUMBER)
         first = twiml_bodies(texter.text("hello").data)
         second = twiml_bodies(texter.text("again").data)

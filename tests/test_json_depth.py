@@ -18,8 +18,8 @@ def nested(depth: int) -> bytes:
 @pytest.fixture
 def make_app(moto_storage):
     def build(**settings):
-        return create_app({"TWILIO_AUTH_TOKEN": "t", "STORAGE": moto_storage, "ADMIN_API_TOKEN": TOKEN,
-                           "DEV_PHONE_ENABLED": True, **settings})
+        return create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN,
+                           "DEV_PHONE_ENABLED": True, **settings}, storage=moto_storage)
 
     return build
 

@@ -36,10 +36,10 @@ def log_stream():
 
 def build(moto_storage, log_format: str):
     return create_app({
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
-        "OFFLINE_RESPONDER": OfflineResponder(seed=1), "LOG_FORMAT": log_format,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "",
+        "LOG_FORMAT": log_format,
         "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
-    })
+    }, storage=moto_storage, offline_responder=OfflineResponder(seed=1))
 
 
 def sms_lines(text: str) -> list[str]:
@@ -104,7 +104,7 @@ def test_log_format_is_validated():
     base = {"TWILIO_VALIDATE_SIGNATURE": False}
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         load_config({**base, "LOG_FORMAT": "xml"}, environ={}, dotenv_path=None)
-    assert load_config(base, environ={}, dotenv_path=None).LOG_FORMAT == "text"
+    assert load_config(base, environ={}, dotenv_path=None).log_format == "text"
 
 
 def test_request_fields_cannot_forge_a_log_line(moto_storage, log_stream):
@@ -134,9 +134,9 @@ def test_the_openai_transport_does_not_log_each_model_call(moto_storage, log_str
     with FakeOpenAI() as fake:
         fake.default = reply("prrt")
         app = create_app({
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "test-key",
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": fake.base_url, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
-        })
+        }, storage=moto_storage)
         stream = log_stream()
         assert Texter(app.test_client(), number=NUMBER).text("hello").status_code == 200
         assert fake.requests

@@ -30,7 +30,6 @@ def fake():
 
 def build_app(storage, fake, **overrides):
     return create_app({
-        "STORAGE": storage,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": fake.base_url,
@@ -38,7 +37,7 @@ def build_app(storage, fake, **overrides):
         "RATE_LIMIT_PER_MINUTE": 0,
         "RATE_LIMIT_PER_DAY": 0,
         **overrides,
-    })
+    }, storage=storage)
 
 
 def reply_requests(fake):
@@ -171,8 +170,8 @@ def test_the_reply_does_not_wait_for_the_summary(storage, fake):
 
 
 def test_the_offline_persona_works_without_a_summary(storage):
-    app = create_app({"STORAGE": storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OFFLINE_PERSONA_SEED": 3,
-                      "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0})
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OFFLINE_PERSONA_SEED": 3,
+                      "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0}, storage=storage)
     assert services(app).memory is None
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(25):

@@ -37,18 +37,18 @@ def scrape(client, token: str | None = TOKEN):
 
 @pytest.fixture
 def make_app(moto_storage):
-    def build(**overrides):
+    def build(*, responder=None, **overrides):
         return create_app({
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
-            "RESPONDER": ScriptedResponder("model"), "OFFLINE_RESPONDER": OfflineResponder(seed=3),
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "",
             "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
             "METRICS_ENABLED": True, "METRICS_TOKEN": TOKEN, **overrides,
-        })
+        }, storage=moto_storage, responder=responder or ScriptedResponder("model"),
+            offline_responder=OfflineResponder(seed=3))
     return build
 
 
 def test_metrics_are_off_by_default(moto_storage):
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": ""})
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": ""}, storage=moto_storage)
     assert scrape(app.test_client()).status_code == 404
     assert services(app).metrics is None
 
@@ -115,7 +115,7 @@ def test_a_model_error_is_counted_by_kind(make_app):
             answer.fallback, answer.error = "error", "timeout"
             return answer
 
-    app = make_app(RESPONDER=Failing("stand-in"))
+    app = make_app(responder=Failing("stand-in"))
     client = app.test_client()
     Texter(client, number=NUMBER).text("are you there")
     found = samples(scrape(client).data)

@@ -62,9 +62,10 @@ def test_a_server_that_knows_only_max_tokens_keeps_working_and_is_remembered(fak
 
 def test_a_model_refusing_both_parameters_is_an_error_in_the_log_and_in_health(fake, moto_storage, caplog):
     fake.knows_max_completion_tokens = False  # and gpt-5 refuses max_tokens: nothing works
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "sk-test",
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "sk-test",
                       "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "gpt-5",
-                      "REPLY_DEADLINE_SECONDS": 3, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0})
+                      "REPLY_DEADLINE_SECONDS": 3, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0},
+                     storage=moto_storage)
     client = app.test_client()
     try:
         assert client.get("/health").get_json()["status"] == "ok"

@@ -276,10 +276,10 @@ def test_builtin_prompt_is_dadacat_and_asks_for_short_replies():
     assert "{max_chars}" not in prompt
 
 
-def flask_app(**settings_):
+def flask_app(*, responder=None, offline=None, **settings_):
     """Build the responders from validated settings, as the factory would."""
     config = load_config({"TWILIO_VALIDATE_SIGNATURE": False, **settings_}, environ={}, dotenv_path=None)
-    responder, offline = persona.build_responders(config)
+    responder, offline = persona.build_responders(config, responder=responder, offline=offline)
     return SimpleNamespace(responder=responder, offline_responder=offline)
 
 
@@ -322,7 +322,7 @@ def test_init_app_honours_injected_responders():
             return Reply(text, "parrot")
 
     parrot, offline = Parrot(), OfflineResponder(seed=1)
-    app = flask_app(OPENAI_API_KEY="sk-x", RESPONDER=parrot, OFFLINE_RESPONDER=offline)
+    app = flask_app(OPENAI_API_KEY="sk-x", responder=parrot, offline=offline)
     assert app.responder is parrot
     assert app.offline_responder is offline
 
@@ -347,9 +347,9 @@ def test_the_webhook_sends_the_remembered_conversation_to_the_model(fake, moto_s
     from tests.twilio_helpers import AUTH_TOKEN, Texter, twiml_bodies
 
     fake.push(reply("ada, da-da", prompt_tokens=30, completion_tokens=4), reply("you are ada, prrt"))
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "sk-e2e",
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "sk-e2e",
                       "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "cat-1", "REPLY_DEADLINE_SECONDS": 3,
-                      "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0})
+                      "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0}, storage=moto_storage)
     try:
         texter = Texter(app.test_client(), number="+15550002222")
         assert twiml_bodies(texter.text("my name is Ada").data) == ["ada, da-da"]

@@ -45,9 +45,9 @@ def apps(moto_storage, sender):
 
 def test_the_default_mode_is_sync_without_credentials_and_auto_with_them():
     base = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN}
-    assert load_config(base, environ={}, dotenv_path=None)["REPLY_MODE"] == "sync"
+    assert load_config(base, environ={}, dotenv_path=None).reply_mode == "sync"
     rest = {**base, "TWILIO_ACCOUNT_SID": "AC" + "1" * 32}
-    assert load_config(rest, environ={}, dotenv_path=None)["REPLY_MODE"] == "auto"
+    assert load_config(rest, environ={}, dotenv_path=None).reply_mode == "auto"
     with pytest.raises(ConfigError, match="REPLY_MODE=async sends replies"):
         load_config({**base, "REPLY_MODE": "async"}, environ={}, dotenv_path=None)
     with pytest.raises(ConfigError, match="REPLY_MODE must be"):
@@ -57,7 +57,7 @@ def test_the_default_mode_is_sync_without_credentials_and_auto_with_them():
 
 
 def test_sync_mode_answers_in_the_webhook_and_sends_nothing(apps, sender):
-    app = apps(REPLY_MODE="sync", RESPONDER=GatedResponder(gate=_open()))
+    app = apps(REPLY_MODE="sync", responder=GatedResponder(gate=_open()))
     assert services(app).text_handler.pipeline is None
     texter = Texter(app.test_client(), number=NUMBER)
     assert twiml_bodies(texter.text("hi cat").data) == ["purr: hi cat"]
@@ -66,7 +66,7 @@ def test_sync_mode_answers_in_the_webhook_and_sends_nothing(apps, sender):
 
 def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(apps, sender):
     responder = GatedResponder()
-    app = apps(RESPONDER=responder)
+    app = apps(responder=responder)
     texter = Texter(app.test_client(), number=NUMBER)
     response = texter.text("hello", sid="SM" + "a" * 32)
     assert response.status_code == 200 and twiml_bodies(response.data) == []  # before the model answers
@@ -92,7 +92,7 @@ def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(ap
 
 
 def test_auto_returns_twiml_when_the_reply_is_quick(apps, sender):
-    app = apps(REPLY_MODE="auto", RESPONDER=GatedResponder(gate=_open()))
+    app = apps(REPLY_MODE="auto", responder=GatedResponder(gate=_open()))
     texter = Texter(app.test_client(), number=NUMBER)
     assert twiml_bodies(texter.text("quick", sid="SM" + "b" * 32).data) == ["purr: quick"]
     settle(app)
@@ -105,7 +105,7 @@ def test_auto_returns_twiml_when_the_reply_is_quick(apps, sender):
 
 def test_auto_answers_empty_when_slow_and_sends_through_rest(apps, sender):
     responder = GatedResponder()
-    app = apps(REPLY_MODE="auto", SYNC_REPLY_SECONDS=0.2, RESPONDER=responder)
+    app = apps(REPLY_MODE="auto", SYNC_REPLY_SECONDS=0.2, responder=responder)
     texter = Texter(app.test_client(), number=NUMBER)
     assert twiml_bodies(texter.text("slow one").data) == []  # the webhook stopped waiting
     responder.gate.set()
@@ -150,7 +150,7 @@ def test_a_burst_is_read_in_full_and_answered_without_busy_lines(apps, sender, f
 
 def test_texts_during_a_turn_are_answered_by_the_next_pass_in_one_reply(apps, sender):
     responder = GatedResponder()
-    app = apps(RESPONDER=responder)
+    app = apps(responder=responder)
     texter = Texter(app.test_client(), number=NUMBER)
     texter.text("first")
     assert responder.started.wait(10)
@@ -164,7 +164,7 @@ def test_texts_during_a_turn_are_answered_by_the_next_pass_in_one_reply(apps, se
 
 
 def test_threads_start_with_the_first_text_not_with_the_app(apps):
-    app = apps(RESPONDER=GatedResponder(gate=_open()))
+    app = apps(responder=GatedResponder(gate=_open()))
     assert not _recovery_threads()
     Texter(app.test_client(), number=NUMBER).text("wake up")
     settle(app)
@@ -197,7 +197,7 @@ def _recovery_threads() -> list[threading.Thread]:
 
 def test_a_full_pool_leaves_the_text_for_the_sweeper(apps, sender):
     responder = GatedResponder()
-    app = apps(RESPONDER=responder, REPLY_WORKERS=1)
+    app = apps(responder=responder, REPLY_WORKERS=1)
     Texter(app.test_client(), number=NUMBER).text("one")
     assert responder.started.wait(10)
     other = Texter(app.test_client(), number="+15557654321")

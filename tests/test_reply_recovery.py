@@ -58,7 +58,7 @@ def left_behind(app, body: str, sid: str):
 
 
 def test_a_text_whose_process_died_is_answered_once_by_a_sweep(apps, sender):
-    app = apps(RESPONDER=open_responder())
+    app = apps(responder=open_responder())
     left_behind(app, "anyone home?", "SM" + "c" * 32)
     pool = pool_of(app)
     assert pool.sweep() == 1
@@ -71,7 +71,7 @@ def test_a_text_whose_process_died_is_answered_once_by_a_sweep(apps, sender):
 
 
 def test_a_live_claim_is_not_swept(apps, sender):
-    app = apps(RESPONDER=open_responder())
+    app = apps(responder=open_responder())
     left_behind(app, "still thinking", "SM" + "d" * 32)
     services(app).storage.claim_work(NUMBER, "busy-elsewhere", 60)
     assert pool_of(app).sweep() == 0
@@ -85,7 +85,7 @@ def _reply_left(app, text, state: str, **extra):
 
 
 def test_a_reply_left_sending_that_went_out_is_not_sent_again(apps, sender):
-    app = apps(RESPONDER=open_responder())
+    app = apps(responder=open_responder())
     text = left_behind(app, "hello?", "SM" + "e" * 32)
     earlier = sender.send(to=NUMBER, from_=BOT_NUMBER, body="a reply from before the crash",
                           status_callback=None)  # the dead process sent it, then died
@@ -101,7 +101,7 @@ def test_a_reply_left_sending_that_went_out_is_not_sent_again(apps, sender):
 @pytest.mark.parametrize("state", ["sending", "queued"])
 def test_a_reply_left_unsent_is_sent_once(apps, sender, state):
     responder = open_responder()
-    app = apps(RESPONDER=responder)
+    app = apps(responder=responder)
     text = left_behind(app, "hello?", "SM" + "f" * 32)
     _reply_left(app, text, state, sending_owner="vanished-process" if state == "sending" else None,
                 sending_at=time.time() - 1)
@@ -113,7 +113,7 @@ def test_a_reply_left_unsent_is_sent_once(apps, sender, state):
 
 
 def test_a_send_that_failed_for_now_is_retried_once_it_is_known_unsent(apps, sender):
-    app = apps(RESPONDER=open_responder())
+    app = apps(responder=open_responder())
     sender.fail_next = 1
     Texter(app.test_client(), number=NUMBER).text("try again")
     settle(app)
@@ -122,7 +122,7 @@ def test_a_send_that_failed_for_now_is_retried_once_it_is_known_unsent(apps, sen
 
 def test_stop_between_the_text_and_the_reply_sends_nothing(apps, sender):
     responder = GatedResponder()
-    app = apps(RESPONDER=responder)
+    app = apps(responder=responder)
     texter = Texter(app.test_client(), number=NUMBER)
     texter.text("tell me a story", sid="SM" + "1" * 32)
     assert responder.started.wait(10)
@@ -137,7 +137,7 @@ def test_stop_between_the_text_and_the_reply_sends_nothing(apps, sender):
 
 def test_erasing_a_number_mid_turn_sends_nothing_and_removes_its_work(apps, sender):
     responder = GatedResponder()
-    app = apps(RESPONDER=responder)
+    app = apps(responder=responder)
     Texter(app.test_client(), number=NUMBER).text("forget me")
     assert responder.started.wait(10)
     assert services(app).storage.get_work(NUMBER) is not None
@@ -152,7 +152,7 @@ def test_erasing_a_number_mid_turn_sends_nothing_and_removes_its_work(apps, send
 
 def test_the_budget_and_the_rate_limit_hold_on_the_async_path(apps, sender):
     responder = open_responder()
-    app = apps(RESPONDER=responder, DAILY_MODEL_CALL_BUDGET=1, RATE_LIMIT_PER_MINUTE=2,
+    app = apps(responder=responder, DAILY_MODEL_CALL_BUDGET=1, RATE_LIMIT_PER_MINUTE=2,
                OFFLINE_PERSONA_SEED=5)
     texter = Texter(app.test_client(), number=NUMBER)
     texter.text("one")
@@ -168,7 +168,7 @@ def test_the_budget_and_the_rate_limit_hold_on_the_async_path(apps, sender):
 
 def test_a_reply_goes_through_the_official_client_to_the_messages_api(storage):
     with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, callbacks=False) as twilio:
-        app = build_app(storage, None, RESPONDER=open_responder(), TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        app = build_app(storage, None, responder=open_responder(), TWILIO_ACCOUNT_SID=ACCOUNT_SID,
                         TWILIO_API_BASE_URL=twilio.base_url, PUBLIC_BASE_URL="https://cat.example.com")
         try:
             assert services(app).sender is not None

@@ -62,12 +62,12 @@ def test_dev_env_written_once_with_a_private_token(tmp_path):
     assert path == tmp_path / ".local" / "dev.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     config = load_config(environ={}, dotenv_path=run_local.dotenv_file(tmp_path))
-    assert len(config["TWILIO_AUTH_TOKEN"]) == 32
-    assert config["TWILIO_VALIDATE_SIGNATURE"] is True
+    assert len(config.twilio_auth_token) == 32
+    assert config.twilio_validate_signature is True
     # A second run keeps the token, so a running sms.py still signs correctly.
     assert run_local.ensure_dev_env(tmp_path) is None
     again = load_config(environ={}, dotenv_path=run_local.dotenv_file(tmp_path))
-    assert again["TWILIO_AUTH_TOKEN"] == config["TWILIO_AUTH_TOKEN"]
+    assert again.twilio_auth_token == config.twilio_auth_token
 
 
 def test_user_env_file_wins_and_no_dev_file_is_written(tmp_path):

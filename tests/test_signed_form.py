@@ -41,9 +41,9 @@ def responder():
 @pytest.fixture
 def app(moto_storage, responder):
     return create_app({
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "RESPONDER": responder,
-        "OFFLINE_RESPONDER": responder, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
-    })
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
+    }, storage=moto_storage, responder=responder, offline_responder=responder)
 
 
 @pytest.fixture

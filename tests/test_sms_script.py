@@ -32,11 +32,8 @@ def served(moto_storage):
     app = create_app(
         {
             "TWILIO_AUTH_TOKEN": TOKEN,
-            "STORAGE": moto_storage,
-            "RESPONDER": responder,
-            "OFFLINE_RESPONDER": responder,
             "LOG_LEVEL": "WARNING",
-        }
+        }, storage=moto_storage, responder=responder, offline_responder=responder
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

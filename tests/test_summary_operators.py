@@ -18,7 +18,7 @@ NUMBER = "+15550008888"
 
 @pytest.fixture
 def app(storage):
-    return create_app({"STORAGE": storage, "TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN})
+    return create_app({"TWILIO_AUTH_TOKEN": "t", "ADMIN_API_TOKEN": TOKEN}, storage=storage)
 
 
 def _summarised(app, text="Zed likes kites."):

@@ -9,7 +9,7 @@ from app.config import load_config
 from app.limits import Limits
 from app.persona import OfflineResponder
 from app.text_handler import RESET_CONFIRMATION, TextHandler
-from app.turn import Turn, TurnSettings
+from app.turn import Turn
 from app.twilio_form import InboundText
 from conversation import ConversationManager
 from conversation.daily_stats import DailyStats
@@ -21,10 +21,10 @@ NUMBER = "+15550007777"
 def build_handler(store: MemoryStore) -> TextHandler:
     config = load_config({"TWILIO_AUTH_TOKEN": "t" * 32}, environ={}, dotenv_path=None)
     return TextHandler(
-        TurnSettings.from_config(config),
-        manager=ConversationManager(store, history_limit=config["HISTORY_MAX_MESSAGES"]),
+        config,
+        manager=ConversationManager(store, history_limit=config.history_max_messages),
         storage=store,
-        limits=Limits.from_config(store, config),
+        limits=Limits.from_settings(store, config),
         responder=OfflineResponder(seed=3),
         offline_responder=OfflineResponder(seed=4),
         memory=None,

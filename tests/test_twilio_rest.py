@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 
 from app import create_app
+from app.config import load_config
 from app.outbound import SendFailed, SendRefused, Sent
 from app.services import services
 from app.twilio_rest import TwilioRestSender, build_sender
@@ -36,16 +38,20 @@ def memory_storage():
     return MemoryStore()
 
 
+def settings_of(values):
+    return load_config(values, environ={}, dotenv_path=None)
+
+
 def sender_for(twilio: FakeTwilio, **settings) -> TwilioRestSender:
-    built = build_sender({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                          "TWILIO_API_BASE_URL": twilio.base_url, **settings})
+    built = build_sender(settings_of({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                          "TWILIO_API_BASE_URL": twilio.base_url, **settings}))
     assert built is not None
     return built
 
 
 def test_create_app_builds_the_sender_once_from_the_settings(twilio, memory_storage):
     app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                      "TWILIO_API_BASE_URL": twilio.base_url, "STORAGE": memory_storage})
+                      "TWILIO_API_BASE_URL": twilio.base_url}, storage=memory_storage)
     sender = services(app).sender
     assert isinstance(sender, TwilioRestSender)
     sent = sender.send(to=TEXTER, from_=BOT_NUMBER, body="purr", status_callback=None)
@@ -55,9 +61,11 @@ def test_create_app_builds_the_sender_once_from_the_settings(twilio, memory_stor
 
 
 def test_no_credentials_no_sender(memory_storage):
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": memory_storage})
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN}, storage=memory_storage)
     assert services(app).sender is None
-    assert build_sender({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_VALIDATE_SIGNATURE": False}) is None
+    # An account SID without a secret is refused at start-up; as settings it builds no sender.
+    unsigned = load_config({"TWILIO_VALIDATE_SIGNATURE": False}, environ={}, dotenv_path=None)
+    assert build_sender(replace(unsigned, twilio_account_sid=ACCOUNT_SID)) is None
 
 
 def test_send_posts_what_twilio_expects(twilio):
@@ -111,16 +119,16 @@ def test_throttling_and_server_errors_may_be_retried(twilio, status):
 
 
 def test_wrong_credentials_are_not_the_messages_fault(twilio):
-    sender = build_sender({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "wrong",
-                           "TWILIO_API_BASE_URL": twilio.base_url})
+    sender = build_sender(settings_of({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "wrong",
+                           "TWILIO_API_BASE_URL": twilio.base_url}))
     with pytest.raises(SendFailed):
         sender.send(to=TEXTER, from_=BOT_NUMBER, body="mrrp", status_callback=None)
     assert twilio.calls[0].status == 401
 
 
 def test_nothing_listening_is_a_transient_failure():
-    sender = build_sender({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                           "TWILIO_API_BASE_URL": f"http://127.0.0.1:{free_port()}"})
+    sender = build_sender(settings_of({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                           "TWILIO_API_BASE_URL": f"http://127.0.0.1:{free_port()}"}))
     with pytest.raises(SendFailed):
         sender.send(to=TEXTER, from_=BOT_NUMBER, body="mrrp", status_callback=None)
     with pytest.raises(SendFailed):
@@ -151,7 +159,7 @@ def test_recent_to_lists_one_numbers_messages_since_a_time_oldest_first(twilio):
 
 def test_info_logs_mask_the_number_and_never_show_the_body(twilio, memory_storage, caplog):
     app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                      "TWILIO_API_BASE_URL": twilio.base_url, "STORAGE": memory_storage})
+                      "TWILIO_API_BASE_URL": twilio.base_url}, storage=memory_storage)
     caplog.set_level(logging.INFO)
     sender = services(app).sender
     sender.send(to=TEXTER, from_=BOT_NUMBER, body="secret whiskers", status_callback=None)

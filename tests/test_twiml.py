@@ -29,10 +29,9 @@ class HostileResponder:
 def texter_for(moto_storage):
     def build(answer: str) -> Texter:
         app = create_app({
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage,
-            "RESPONDER": HostileResponder(answer), "OFFLINE_RESPONDER": HostileResponder("offline"),
-            "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
-        })
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
+        }, storage=moto_storage, responder=HostileResponder(answer),
+            offline_responder=HostileResponder("offline"))
         return Texter(app.test_client(), number=NUMBER)
 
     return build

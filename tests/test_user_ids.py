@@ -93,9 +93,9 @@ def test_masking_keeps_the_channel():
 @pytest.fixture
 def app(moto_storage):
     return create_app({
-        "STORAGE": moto_storage, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": TOKEN,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "ADMIN_API_TOKEN": TOKEN,
         "OPENAI_API_KEY": "", "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0,
-    })
+    }, storage=moto_storage)
 
 
 def _api(app, method, path):

@@ -95,18 +95,16 @@ def offline():
 def make_app(moto_storage, responder, offline):
     """Return a factory building the app on moto with the scripted responders."""
 
-    def build(**overrides):
+    def build(*, storage=moto_storage, manager=None, limits=None, **overrides):
         config = {
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "STORAGE": moto_storage,
-            "RESPONDER": responder,
-            "OFFLINE_RESPONDER": offline,
             "RATE_LIMIT_PER_MINUTE": 0,
             "RATE_LIMIT_PER_DAY": 0,
             "OPENAI_API_KEY": "",
             **overrides,
         }
-        return create_app(config)
+        return create_app(config, storage=storage, manager=manager, limits=limits,
+                          responder=responder, offline_responder=offline)
 
     return build
 
@@ -553,7 +551,7 @@ class BrokenStorage:
 
 def test_store_down_still_answers_and_logs_the_sid(make_app, responder, caplog):
     storage = BrokenStorage()
-    app = make_app(STORAGE=storage, MANAGER=ConversationManager(storage))
+    app = make_app(storage=storage, manager=ConversationManager(storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
         body = only_body(Texter(app.test_client(), number=NUMBER).text("hello?", sid=sid_for("down")))
     assert body == "offline: hello?"
@@ -569,7 +567,7 @@ class ReplyWriteFails(ConversationManager):
 
 
 def test_store_failing_after_the_model_keeps_the_model_reply(make_app, moto_storage, responder, caplog):
-    app = make_app(MANAGER=ReplyWriteFails(moto_storage))
+    app = make_app(manager=ReplyWriteFails(moto_storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
         body = only_body(Texter(app.test_client(), number=NUMBER).text("first", sid=sid_for("part")))
     assert body == "meow: first"
@@ -587,7 +585,7 @@ class HistoryFails(ConversationManager):
 
 
 def test_store_error_mid_turn_records_an_offline_reply(make_app, moto_storage, responder, caplog):
-    app = make_app(MANAGER=HistoryFails(moto_storage))
+    app = make_app(manager=HistoryFails(moto_storage))
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
         body = only_body(Texter(app.test_client(), number=NUMBER).text("hm?", sid=sid_for("mid")))
     assert body == "offline: hm?"
@@ -602,7 +600,7 @@ def test_store_error_mid_turn_records_an_offline_reply(make_app, moto_storage, r
 def test_unexpected_bug_still_answers_and_is_logged(make_app, moto_storage, caplog):
     manager = HistoryFails(moto_storage)
     manager.error = RuntimeError("a bug")
-    app = make_app(MANAGER=manager)
+    app = make_app(manager=manager)
     with caplog.at_level(logging.ERROR, logger="app.webhook"):
         response = Texter(app.test_client(), number=NUMBER).text("hm?", sid=sid_for("bug"))
     assert only_body(response) == "offline: hm?"
@@ -613,7 +611,7 @@ def test_unexpected_bug_still_answers_and_is_logged(make_app, moto_storage, capl
 
 
 def limited_app(make_app, moto_storage, **limits):
-    return make_app(LIMITS=Limits(moto_storage, clock=FixedClock(), **limits))
+    return make_app(limits=Limits(moto_storage, clock=FixedClock(), **limits))
 
 
 def test_rate_limit_gives_one_notice_per_window_then_silence(make_app, moto_storage, responder, manager):
@@ -703,7 +701,7 @@ def test_health_reports_ok_and_unavailable(app, make_app):
     ok = app.test_client().get("/health")
     assert ok.status_code == 200 and ok.get_json()["status"] == "ok"
     storage = BrokenStorage()
-    down = make_app(STORAGE=storage, MANAGER=ConversationManager(storage)).test_client().get("/health")
+    down = make_app(storage=storage, manager=ConversationManager(storage)).test_client().get("/health")
     assert down.status_code == 503 and down.get_json()["status"] == "unavailable"
 
 
@@ -722,8 +720,8 @@ def test_one_info_line_per_request_without_the_body(texter, caplog):
 def test_offline_persona_answers_when_no_model_is_configured(moto_storage):
     from app.persona import OfflineResponder
 
-    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "",
-                      "OFFLINE_PERSONA_SEED": 7})
+    app = create_app({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "",
+                      "OFFLINE_PERSONA_SEED": 7}, storage=moto_storage)
     assert isinstance(services(app).responder, OfflineResponder)
     texter = Texter(app.test_client(), number=NUMBER)
     body = only_body(texter.text("hello 🐟"))
@@ -738,9 +736,9 @@ def test_history_reaches_a_real_openai_client_over_http(moto_storage):
 
     with FakeOpenAI() as fake:
         app = create_app({
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STORAGE": moto_storage, "OPENAI_API_KEY": "test-key",
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "cat-1", "REPLY_DEADLINE_SECONDS": 5,
-        })
+        }, storage=moto_storage)
         texter = Texter(app.test_client(), number=NUMBER)
         fake.push(reply("purr, Ada", prompt_tokens=11, completion_tokens=3))
         assert only_body(texter.text("I am Ada")) == "purr, Ada"
@@ -762,7 +760,7 @@ def outbound(responses) -> list[str]:
 
 def test_every_outbound_message_counts_against_the_rate_limit(make_app, moto_storage, responder):
     """20 texts at once with a limit of 6: busy lines count too, so at most 6 messages and one notice."""
-    app = make_app(REPLY_DEADLINE_SECONDS=1.0, LIMITS=Limits(moto_storage, clock=FixedClock(), per_minute=6))
+    app = make_app(REPLY_DEADLINE_SECONDS=1.0, limits=Limits(moto_storage, clock=FixedClock(), per_minute=6))
     responder.delay = 0.2  # most texts cannot get the turn in time and would get a busy line
     results = send_in_threads(app, [f"burst {i}" for i in range(20)])
     sent = outbound(results.values())

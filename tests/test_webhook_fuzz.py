@@ -40,14 +40,11 @@ def fuzz_app():
         storage = DynamoDBStorage("fuzz", client=client)
         storage.create_table()
         app = create_app({
-            "STORAGE": storage,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "RESPONDER": OfflineResponder(seed=1),
-            "OFFLINE_RESPONDER": OfflineResponder(seed=2),
             "RATE_LIMIT_PER_MINUTE": 0,
             "RATE_LIMIT_PER_DAY": 0,
             "REPLY_DEADLINE_SECONDS": 2.0,
-        })
+        }, storage=storage, responder=OfflineResponder(seed=1), offline_responder=OfflineResponder(seed=2))
         yield app
 
 

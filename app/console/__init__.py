@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from app.console import auth, dashboard, views
 from app.console.security import BadReference, csrf_token, harden
 from app.operations import OperatorError
+from app.services import services
 from conversation import ConversationNotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _http(exc: HTTPException):
 
 def init_app(app: Flask) -> None:
     """Register the console when an operator token is configured; otherwise it does not exist."""
-    if not app.config.get("ADMIN_API_TOKEN"):
+    if not services(app).settings.admin_api_token:
         return
     app.register_blueprint(bp)
 

@@ -70,7 +70,7 @@ def sign_in() -> Response | tuple[str, int]:
         return render_template(
             "console/sign_in.html", nonce=nonce, error="That is not the operator token."
         ), 401
-    hours = current_app.config["CONSOLE_SESSION_HOURS"]
+    hours = services().settings.console_session_hours
     session_id = _sessions().start(hours * 3600)
     log.info("console sign-in from %s", request.remote_addr)
     response = redirect(url_for("console.conversations"), 303)

@@ -174,14 +174,14 @@ def twilio_form(number: str, body: str, media: tuple[str, str] | None) -> dict[s
 def webhook_url() -> str:
     """Return the URL Twilio would call, as the webhook will check it (PUBLIC_BASE_URL wins)."""
     path = url_for("sms.inbound_sms")
-    base = current_app.config.get("PUBLIC_BASE_URL")
+    base = services().settings.public_base_url
     return (base.rstrip("/") if base else request.host_url.rstrip("/")) + path
 
 
 def post_to_webhook(params: dict[str, str]) -> Any:
     """Post the signed form through the app's whole WSGI stack to ``/sms``; return the response."""
     headers = {"I-Twilio-Idempotency-Token": uuid.uuid4().hex}
-    token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    token = services().settings.twilio_auth_token
     if token:
         headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(webhook_url(), params)
     client = current_app.test_client()
@@ -298,7 +298,7 @@ def security_headers(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the dev phone when DEV_PHONE_ENABLED is on (it does not exist otherwise)."""
-    if not app.config["DEV_PHONE_ENABLED"]:
+    if not services(app).settings.dev_phone_enabled:
         return
     app.register_blueprint(bp)
     log.warning(

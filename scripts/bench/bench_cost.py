@@ -215,12 +215,12 @@ def measure_dynamodb(
     seed.create_table()
     model = SampleModel(replies, policy)
     app = create_app({
-        "TWILIO_AUTH_TOKEN": TOKEN, "STORAGE": storage, "RESPONDER": model, "OFFLINE_RESPONDER": model,
+        "TWILIO_AUTH_TOKEN": TOKEN,
         "RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0, "DAILY_MODEL_CALL_BUDGET": 0,
         "DAILY_TOKEN_BUDGET": 0, "LOG_LEVEL": "WARNING", "HISTORY_MAX_MESSAGES": WINDOW,
         "HISTORY_MAX_CHARS": WINDOW_CHARS, "MEMORY_UPDATE_EVERY": UPDATE_EVERY,
         "MEMORY_SUMMARY_MAX_CHARS": SUMMARY_CHARS, "REPLY_MAX_CHARS": REPLY_MAX_CHARS,
-    })
+    }, storage=storage, responder=model, offline_responder=model)
     keeper = services(app).memory
     web = app.test_client()
     validator = RequestValidator(TOKEN)

@@ -63,16 +63,16 @@ def build_app(storage: DynamoDBStorage, reply: str) -> Any:
         {
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_VALIDATE_SIGNATURE": True,
-            "STORAGE": storage,
-            "MANAGER": ConversationManager(storage, history_limit=20),
-            "RESPONDER": responder,
-            "OFFLINE_RESPONDER": responder,
             "RATE_LIMIT_PER_MINUTE": 0,
             "RATE_LIMIT_PER_DAY": 0,
             "DAILY_MODEL_CALL_BUDGET": 0,
             "DAILY_TOKEN_BUDGET": 0,
             "LOG_LEVEL": "WARNING",
-        }
+        },
+        storage=storage,
+        manager=ConversationManager(storage, history_limit=20),
+        responder=responder,
+        offline_responder=responder,
     )
 
 

@@ -120,7 +120,6 @@ def live_server(request) -> Iterator[Callable[..., LiveServer]]:
         stops.append(lambda: fake.__exit__(None, None, None))
         config = {
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "STORAGE": store,
             "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": fake.base_url,
             "OPENAI_MODEL": "cat-1",
@@ -128,7 +127,7 @@ def live_server(request) -> Iterator[Callable[..., LiveServer]]:
             "LOG_LEVEL": "WARNING",
             **settings,
         }
-        app = create_app(config)
+        app = create_app(config, storage=store)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                   name=f"live-server-{uuid.uuid4().hex[:6]}", daemon=True)
