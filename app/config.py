@@ -208,7 +208,9 @@ class Settings:
 _FROM_ENVIRONMENT = object()
 
 # Objects that were once passed as settings; create_app takes them as keyword arguments now.
-_COLLABORATORS = {"STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER"}
+_COLLABORATORS = {
+    "STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER",
+}
 
 
 def load_config(

@@ -173,7 +173,9 @@ def test_defaults_and_the_last_resort_line_live_in_one_place():
             assert not literals & set(_strings(path)), path
 
 
-COLLABORATOR_KEYS = {"STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER"}
+COLLABORATOR_KEYS = {
+    "STORAGE", "MANAGER", "RESPONDER", "OFFLINE_RESPONDER", "MEMORY_KEEPER", "LIMITS", "SENDER",
+}
 
 
 def _keywords(path: Path) -> set[str]:
