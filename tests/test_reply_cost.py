@@ -25,7 +25,7 @@ MOST = {"async": 18, "auto": 12}
 def test_a_steady_turn_costs_a_fixed_number_of_requests(moto_storage, mode, capsys):
     responder = GatedResponder()
     responder.gate.set()
-    app = build_app(moto_storage, RecordingSender(), RESPONDER=responder, REPLY_MODE=mode,
+    app = build_app(moto_storage, RecordingSender(), responder=responder, REPLY_MODE=mode,
                     RATE_LIMIT_PER_MINUTE=6, RATE_LIMIT_PER_DAY=200)
     texter = Texter(app.test_client(), number=NUMBER)
     for index in range(3):  # warm: the table is looked up, the conversation exists

@@ -177,7 +177,7 @@ def test_gunicorn_starts_the_recovery_sweep_in_each_worker_after_the_fork(apps, 
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the file sets it otherwise
     hooks = runpy.run_path("gunicorn.conf.py")
-    app = apps(RESPONDER=GatedResponder(gate=_open()))
+    app = apps(responder=GatedResponder(gate=_open()))
     assert not _recovery_threads()
     hooks["post_worker_init"](SimpleNamespace(wsgi=app))
     assert _recovery_threads()
