@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 texters=args.async_texters, async_latency=args.async_latency, auto_latency=args.auto_latency,
                 duration=args.async_duration, burst_numbers=args.burst_numbers,
                 burst_latency=args.burst_latency, names=args.async_scenarios)
-            results["async"] = bench_async.run(ddb.endpoint_url, scenarios=scenarios, log=log)
+            results["async"] = bench_async.run(ddb.endpoint_url, scenarios=scenarios, log=log,
+                                               ddb_pid=ddb.process.pid if ddb.process else None)
     results["elapsed_s"] = time.monotonic() - started
 
     from scripts.bench import report, report_async

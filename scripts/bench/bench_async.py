@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from twilio.request_validator import RequestValidator
 
 from scripts.bench.bench_concurrency import TOKEN, Server
-from scripts.bench.common import cpu_seconds, median, percentile, rss_mb
+from scripts.bench.common import cpu_seconds, machine_busy, median, percentile, rss_mb
 from scripts.bench.ddb_counter import CountingProxy
 
 MODEL_REPLY = "prrt. the slow cat thought it over: the moon is a cursor blinking over tuesday, meow."
@@ -213,6 +213,8 @@ def closed_loop(server: Server, outbox: Outbox, *, texters: int, latency: float,
     sampler = Sampler(server)
     workers = server.worker_pids()
     cpu_before = sum(cpu_seconds(pid) for pid in workers)
+    ddb_before = cpu_seconds(server.ddb_pid) if server.ddb_pid else float("nan")
+    busy_before = machine_busy()
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(texters)]
     for thread in threads:
         thread.start()
@@ -222,12 +224,18 @@ def closed_loop(server: Server, outbox: Outbox, *, texters: int, latency: float,
             break
         time.sleep(0.5)
     cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+    ddb_cpu = (cpu_seconds(server.ddb_pid) if server.ddb_pid else float("nan")) - ddb_before
+    busy_after = machine_busy()
+    machine_load = (busy_after[0] - busy_before[0]) / max(1e-9, busy_after[1] - busy_before[1])
     hung = sum(thread.is_alive() for thread in threads)
     time.sleep(1.0)  # a reply sent twice would arrive around now
     outbox_counts = {number: outbox.count(number) for number in {t.number for t in turns}}
-    return summarise(turns, outbox_counts, hung=hung, start=start, stop_at=stop_at, texters=texters,
-                     latency=latency, duration=duration, sampler=sampler, cpu_seconds=cpu,
-                     model_calls=count_model_calls(server.model_requests(), prefix))
+    figures = summarise(turns, outbox_counts, hung=hung, start=start, stop_at=stop_at, texters=texters,
+                        latency=latency, duration=duration, sampler=sampler, cpu_seconds=cpu,
+                        model_calls=count_model_calls(server.model_requests(), prefix))
+    figures["ddb_cpu_ms_per_turn"] = ddb_cpu * 1000 / max(1, len(turns))
+    figures["cpu_busy"] = machine_load
+    return figures
 
 
 def count_model_calls(requests: list[Any], tag: str) -> int:
@@ -469,6 +477,10 @@ def app_env(scenario: Scenario, fake_twilio_url: str) -> dict[str, str]:
         # Every text in flight may wait on the model at once: allow N per worker (the
         # setting bounds turns in flight per process; a full pool leaves work to the sweeper).
         "REPLY_WORKERS": str(max(32, scenario.texters)),
+        # DynamoDB Local on a shared 2-core machine can take seconds per request under this
+        # load (the service does not); with the default 3 s a queue there turns into failed
+        # stores and offline replies, which would measure the machine, not the reply path.
+        "DYNAMODB_READ_TIMEOUT": "10",
     }
     env.update(scenario.env)
     return env
@@ -484,7 +496,7 @@ def fake_messages_api(callbacks: bool = True) -> Any:
 
 
 def run(endpoint_url: str, *, scenarios: list[Scenario], log: Callable[[str], None],
-        fake_twilio: Callable[[bool], Any] = fake_messages_api) -> dict[str, Any]:
+        fake_twilio: Callable[[bool], Any] = fake_messages_api, ddb_pid: int | None = None) -> dict[str, Any]:
     """Run each scenario on a fresh gunicorn, fake model and fake Messages API."""
     if fake_twilio is fake_messages_api and importlib.util.find_spec("localpeers.fake_twilio") is None:
         log("  async: no fake Messages API (localpeers/fake_twilio.py); skipped")
@@ -499,7 +511,7 @@ def run(endpoint_url: str, *, scenarios: list[Scenario], log: Callable[[str], No
             # Only the counting scenario goes through the proxy: it costs a hop per request.
             storage_url = counter.endpoint_url if scenario.count_requests else endpoint_url
             try:
-                with AsyncServer(storage_url, scenario.latency, MODEL_REPLY, env) as server:
+                with AsyncServer(storage_url, scenario.latency, MODEL_REPLY, env, ddb_pid) as server:
                     started = time.monotonic()
                     if scenario.count_requests:
                         figures = request_counts(server, outbox, counter, phones=4, turns=5,
@@ -562,7 +574,9 @@ def describe(figures: dict[str, Any]) -> str:
             f"{figures['via_rest']} REST), lost {figures['lost']}, doubled {figures['doubled']}, "
             f"offline {figures['offline_replies']}; webhook p50 {figures['webhook_p50_ms']:.0f} ms "
             f"p99 {figures['webhook_p99_ms']:.0f} ms max {figures['webhook_max_s']:.2f} s; reply p50 "
-            f"{figures['reply_p50_s']:.1f} s p99 {figures['reply_p99_s']:.1f} s; RSS {figures['rss_mb']} MB")
+            f"{figures['reply_p50_s']:.1f} s p99 {figures['reply_p99_s']:.1f} s; RSS {figures['rss_mb']} MB; "
+            f"CPU ms per turn app {figures['app_cpu_ms_per_turn']:.0f} / DynamoDB Local "
+            f"{figures['ddb_cpu_ms_per_turn']:.0f}, machine {figures['cpu_busy']:.0%} busy")
 
 
 __all__ = ["SCENARIOS", "Scenario", "default_scenarios", "run", "describe", "Outbox"]

@@ -118,7 +118,10 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
         "Messages API (`localpeers/fake_twilio.py`), which the app's official `twilio` client reaches "
         "through `TWILIO_API_BASE_URL`. Each scenario gets a fresh gunicorn, table and fake. "
         "`REPLY_WORKERS` (background turns in flight per worker) is set to N so that every texter's turn "
-        "can wait on the model at once; everything else is at its default. Rate limits and budgets are off."
+        "can wait on the model at once, and `DYNAMODB_READ_TIMEOUT=10` (DynamoDB Local on this shared "
+        "machine can take seconds per request under load; with the default 3 s its queue turns into failed "
+        "stores, which measures the machine rather than the reply path); everything else is at its default. "
+        "Rate limits and budgets are off."
     )
     out.append("")
     out.append(
@@ -150,10 +153,12 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
         for run in loops:
             extra = {k: v for k, v in run["settings"].items()
                      if k in ("REPLY_MODE", "REPLY_WORKERS", "SYNC_REPLY_SECONDS", "RECOVERY_SECONDS",
-                              "MODEL_TIMEOUT_SECONDS")}
+                              "MODEL_TIMEOUT_SECONDS", "DYNAMODB_READ_TIMEOUT")}
             out.append(f"- {run['mode']}: {run['duration']:g} s of load, {run['wall_s']:.0f} s in all; "
                        + ", ".join(f"`{k}={v}`" for k, v in extra.items())
-                       + f"; app CPU {run['app_cpu_ms_per_turn']:.0f} ms per turn.")
+                       + f"; CPU per turn: app {run['app_cpu_ms_per_turn']:.0f} ms, DynamoDB Local "
+                       f"{run.get('ddb_cpu_ms_per_turn', float('nan')):.0f} ms; the machine's 2 cores "
+                       f"were {run.get('cpu_busy', float('nan')):.0%} busy (all processes, this run and others').")
         out.append("")
     counts = _counts(results)
     if counts:
