@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -43,6 +44,8 @@ TWILIO_API = "https://api.twilio.com"
 TIMEOUT_SECONDS = 5.0
 # HTTP statuses that mean "try again later" rather than "this message is refused".
 TRANSIENT_STATUSES = frozenset({401, 403, 408, 409, 429})
+# Connections kept to the Messages API per process: as many as background turns may send at once.
+POOL_SIZE = 32
 # Most messages read back by recent_to (newest first): recovery looks at seconds of history.
 RECENT_LIMIT = 50
 # What the client raises: Twilio's errors, the network's, and an answer that is not JSON.
@@ -57,6 +60,11 @@ class BaseUrlHttpClient(TwilioHttpClient):
         # configure_logging keeps "twilio" at WARNING.
         super().__init__(timeout=timeout)
         self.base_url = base_url.rstrip("/") if base_url else None
+        # One connection per concurrent send: the library's pool (a few connections, https
+        # only) would open and drop a connection for every send beyond it, with a warning each.
+        assert self.session is not None
+        for scheme in ("https://", "http://"):
+            self.session.mount(scheme, HTTPAdapter(pool_maxsize=POOL_SIZE))
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         if self.base_url and url.startswith(TWILIO_API):
@@ -111,6 +119,7 @@ class TwilioRestSender:
     def recent_to(self, to: str, since_epoch: float) -> list[tuple[str, str]]:
         """(sid, body) of the messages created for ``to`` since ``since_epoch``, oldest first."""
         since = datetime.fromtimestamp(since_epoch, UTC)
+        # No DateSent filter: a message still queued has no date_sent yet and would be missed.
         try:
             messages = self.client.messages.list(to=to, limit=RECENT_LIMIT, page_size=RECENT_LIMIT)
         except CLIENT_ERRORS as error:

@@ -7,6 +7,7 @@ become SendRefused (retrying will not help) or SendFailed (it may pass later).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 
@@ -178,3 +179,17 @@ def test_environment_edge_and_region_do_not_redirect_the_client(twilio, monkeypa
     monkeypatch.setenv("TWILIO_EDGE", "dublin")
     sender_for(twilio).send(to=TEXTER, from_=BOT_NUMBER, body="mrrp", status_callback=None)
     assert twilio.sent_to(TEXTER) == ["mrrp"]
+
+
+def test_concurrent_sends_reuse_their_connections(twilio, caplog):
+    sender = sender_for(twilio)
+    twilio.slow(0.5, times=16)  # all sixteen are in flight at once
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    threads = [threading.Thread(target=sender.send, kwargs={
+        "to": TEXTER, "from_": BOT_NUMBER, "body": f"mrrp {n}", "status_callback": None}) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(twilio.messages) == 16
+    assert "Connection pool is full" not in caplog.text
