@@ -186,3 +186,45 @@ def test_interactive_prints_replies_now_and_later_and_only_new_ones(later_bot):
     assert result.returncode == 0, result.stderr
     replies = [line.split("cat> ", 1)[1] for line in result.stdout.splitlines() if "cat> " in line]
     assert replies == ["now: quick one", "later: slow one"]
+
+
+@pytest.fixture
+def async_bot(moto_storage):
+    """The real app in async mode on a loopback port, sending its replies through the Messages API
+    that run_local starts for that port (as `make run` does)."""
+    from scripts.run_local import messages_api_file, start_messages_api
+
+    app = None
+    server = make_server("127.0.0.1", 0, lambda environ, start: app(environ, start), threaded=True)
+    port = server.server_port
+    env = {"TWILIO_AUTH_TOKEN": TOKEN}
+    fake = start_messages_api(env, port, ROOT)
+    responder = _responder()
+    app = create_app({"TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_ACCOUNT_SID": env["TWILIO_ACCOUNT_SID"],
+                      "TWILIO_API_BASE_URL": env["TWILIO_API_BASE_URL"], "REPLY_MODE": "async",
+                      "LOG_LEVEL": "WARNING"},
+                     storage=moto_storage, responder=responder, offline_responder=responder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port, fake, services(app).manager
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        fake.close()
+        messages_api_file(port, ROOT).unlink(missing_ok=True)
+
+
+def test_the_bot_in_async_mode_replies_through_the_local_messages_api(async_bot):
+    port, fake, manager = async_bot
+    result = run_sms("--port", str(port), "--from", TEXTER, "hello", "cat")
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.strip()
+    assert printed and printed != "(no reply)"
+    assert fake.sent_to(TEXTER) == [printed]
+    history = manager.get_history(TEXTER, 10)
+    assert [(m.role, m.content) for m in history] == [("user", "hello cat"), ("assistant", printed)]
+    # Twilio's delivery callbacks, signed with the token, reach the bot and are accepted.
+    fake.wait_for(lambda f: len(f.callbacks) == 2)
+    assert [(form["MessageStatus"], status) for _, form, status in fake.callbacks] == [
+        ("sent", 200), ("delivered", 200)]
