@@ -54,11 +54,31 @@ class InstantResponder:
         return Reply(text=self.text, model="bench-instant")
 
 
-def build_app(storage: DynamoDBStorage, reply: str) -> Any:
-    """Build the real app on the given store with limits off and an instant model."""
+class UnusedSender:
+    """A Messages API sender for auto mode's quick path, where every reply goes out as TwiML."""
+
+    def send(self, *, to: str, from_: str | None, body: str, status_callback: str | None) -> Any:
+        """Refuse: a quick model's reply is never sent through the Messages API."""
+        raise RuntimeError("the quick path sent a reply through the Messages API")
+
+    def recent_to(self, to: str, since_epoch: float) -> list[tuple[str, str]]:
+        """Return nothing (nothing was sent)."""
+        return []
+
+
+def build_app(storage: DynamoDBStorage, reply: str, mode: str = "sync") -> Any:
+    """Build the real app on the given store with limits off and an instant model.
+
+    ``mode`` "auto" is the quick path of REPLY_MODE=auto: the turn runs on the reply pool and
+    the webhook answers with its TwiML (the sweeper's first sweep is an hour away, so it does
+    not add requests to the count).
+    """
     from app import create_app
 
     responder = InstantResponder(reply)
+    extra: dict[str, Any] = {}
+    if mode != "sync":
+        extra = {"REPLY_MODE": mode, "RECOVERY_SECONDS": 3600}
     return create_app(
         {
             "TWILIO_AUTH_TOKEN": TOKEN,
@@ -68,12 +88,23 @@ def build_app(storage: DynamoDBStorage, reply: str) -> Any:
             "DAILY_MODEL_CALL_BUDGET": 0,
             "DAILY_TOKEN_BUDGET": 0,
             "LOG_LEVEL": "WARNING",
+            **extra,
         },
         storage=storage,
         manager=ConversationManager(storage, history_limit=20),
         responder=responder,
         offline_responder=responder,
+        sender=UnusedSender() if mode != "sync" else None,
     )
+
+
+def drain(app: Any) -> None:
+    """Wait until the app's background turns (auto mode) have finished their writes."""
+    from app.services import services
+
+    pipeline = services(app).text_handler.pipeline
+    if pipeline is not None:
+        pipeline.pool.drain(timeout=30)
 
 
 def has_webhook(app: Any) -> bool:
@@ -212,12 +243,24 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     for number in floor_numbers:
         floor.prepare(number)
 
-    # Warm up both paths (connections, JIT of DynamoDB Local, Flask's first requests).
+    # REPLY_MODE=auto's quick path (the default once Messages API credentials are set), on
+    # numbers of its own.
+    auto_app = build_app(storage, reply, mode="auto")
+    auto_client = auto_app.test_client()
+    auto_numbers = [f"+1555{900_000 + i:07d}" for i in range(20)]
+    for number in auto_numbers:
+        filler.prefill(number, history)
+
+    # Warm up every path (connections, JIT of DynamoDB Local, Flask's first requests).
     for i in range(2 * len(numbers)):
         answer = signed_post(client, validator, numbers[i % len(numbers)], text)
         if reply not in answer:
             raise RuntimeError(f"webhook answered {answer[:80]!r}, not the fake model's reply")
+        answer = signed_post(auto_client, validator, auto_numbers[i % len(auto_numbers)], text)
+        if reply not in answer:
+            raise RuntimeError(f"auto mode answered {answer[:80]!r}, not the fake model's reply in TwiML")
         floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
+    drain(auto_app)
 
     # What one webhook turn asks of DynamoDB, counted on a metered copy of the app.
     meter = CapacityMeter()
@@ -229,6 +272,14 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     webhook_calls = dict(usage.calls)
     # What the turn is billed on AWS (docs/scaling.md prices it): transactions by AWS's rules.
     webhook_capacity = {"rcu": usage.rcu, "wcu": billed_wcu(usage, plain)}
+    metered_auto = build_app(metered_storage, reply, mode="auto")
+    metered_auto_client = metered_auto.test_client()
+    signed_post(metered_auto_client, validator, auto_numbers[0], text)
+    drain(metered_auto)
+    with meter.measure() as usage:
+        signed_post(metered_auto_client, validator, auto_numbers[1], text)
+        drain(metered_auto)  # the turn's last writes come after the webhook's answer
+    auto_calls = dict(usage.calls)
     metered_floor = Floor(make_client(endpoint_url, meter), table, storage)
     metered_floor.cids = floor.cids
     with meter.measure() as usage:
@@ -242,6 +293,7 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     same_calls = dict(usage.calls)
 
     hook_ms: list[float] = []
+    auto_ms: list[float] = []
     floor_ms: list[float] = []
     same_ms: list[float] = []
     block = 10
@@ -250,6 +302,11 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
             with Stopwatch() as watch:
                 signed_post(client, validator, numbers[i % len(numbers)], text)
             hook_ms.append(watch.seconds * 1000)
+        for i in range(start, min(turns, start + block)):
+            with Stopwatch() as watch:
+                signed_post(auto_client, validator, auto_numbers[i % len(auto_numbers)], text)
+            auto_ms.append(watch.seconds * 1000)
+            drain(auto_app)  # not timed: the writes after the answer would overlap the next turn
         for i in range(start, min(turns, start + block)):
             with Stopwatch() as watch:
                 floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
@@ -269,6 +326,8 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         "webhook": summary(hook_ms),
         "floor": summary(floor_ms),
         "same": summary(same_ms),
+        "auto": summary(auto_ms),
+        "auto_calls": auto_calls,
         "webhook_calls": webhook_calls,
         "webhook_capacity": webhook_capacity,
         "floor_calls": floor_calls,
@@ -276,7 +335,9 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     }
     result["ratio_p50"] = result["webhook"]["p50"] / result["floor"]["p50"]
     result["ratio_same_p50"] = result["webhook"]["p50"] / result["same"]["p50"]
+    result["ratio_auto_p50"] = result["auto"]["p50"] / result["floor"]["p50"]
     log(f"  webhook p50 {result['webhook']['p50']:.1f} ms, floor p50 {result['floor']['p50']:.1f} ms, "
         f"ratio {result['ratio_p50']:.2f}; same requests bare {result['same']['p50']:.1f} ms "
-        f"(ratio {result['ratio_same_p50']:.2f}); webhook calls {webhook_calls}")
+        f"(ratio {result['ratio_same_p50']:.2f}); webhook calls {webhook_calls}; auto quick path p50 "
+        f"{result['auto']['p50']:.1f} ms (ratio {result['ratio_auto_p50']:.2f}), calls {auto_calls}")
     return result

@@ -63,6 +63,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None, s
                          f"webhook is {hook['ratio_same_p50']:.2f}x, so the gap is mostly extra requests, "
                          "not Python (see part 2)")
         rows.append(("webhook p50 / bare boto3 floor", "<= 1.3x", f"{ratio:.2f}x", ratio <= 1.3, note))
+        requests = sum(hook["webhook_calls"].values())
+        rows.append(("DynamoDB requests per quick turn, sync mode", "<= 4", str(requests), requests <= 4, ""))
+        if "auto" in hook:
+            auto = hook["ratio_auto_p50"]
+            rows.append(("webhook p50 / bare boto3 floor, REPLY_MODE=auto quick path", "<= 1.3x", f"{auto:.2f}x",
+                         auto <= 1.3, ""))
+            requests = sum(hook["auto_calls"].values())
+            rows.append(("DynamoDB requests per quick turn, REPLY_MODE=auto", "<= 4", str(requests),
+                         requests <= 4, ""))
     elif hook:
         rows.append(("webhook p50 / bare boto3 floor", "<= 1.3x", "not measured", None, hook["skipped"]))
     conc = results.get("concurrency")
@@ -337,7 +346,8 @@ def _webhook_section(hook: dict[str, Any]) -> list[str]:
     out.append("| path | p50 ms | p95 ms | p99 ms | DynamoDB requests per turn |")
     out.append("|---|---:|---:|---:|---|")
     labels = (("webhook", "POST /sms (whole app)"), ("floor", "bare boto3 floor (the target's reference)"),
-              ("same", "bare boto3, the webhook's own requests"))
+              ("same", "bare boto3, the webhook's own requests"),
+              ("auto", "POST /sms, REPLY_MODE=auto quick path (turn on the reply pool, answer in TwiML)"))
     for key, label in labels:
         if key not in hook:
             continue
