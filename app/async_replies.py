@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.config import Settings
-from app.delivery import TWIML
 from app.handoff import Handoff
 from app.reply_pool import ReplyPool
 from app.turn import Outcome, Turn
@@ -49,7 +48,7 @@ class AsyncReplies:
         if version is None:
             turn.details["turn"] = "running"  # the number's running turn answers this text too
             return Outcome("queued")
-        handoff = Handoff() if self.mode == "auto" else None
+        handoff = Handoff(text.sid) if self.mode == "auto" else None
         if not self.pool.submit(number, owner, version, handoff):
             turn.details["turn"] = "deferred"
             return Outcome("queued")
@@ -62,12 +61,6 @@ class AsyncReplies:
         if handed is None:
             return Outcome("accepted")
         return Outcome("replied", handed.content, track_delivery=True, reply_to_sid=handed.reply_to_sid)
-
-    def repeat_of(self, reply: Message) -> str | None:
-        """What a retried webhook answers for a text whose reply is stored: the reply again only
-        when it went in a webhook's answer, never one the Messages API sends or sent."""
-        delivery = reply.metadata.get("delivery")
-        return reply.content if delivery in (None, TWIML) else None
 
 
 def build_async_replies(

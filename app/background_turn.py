@@ -19,13 +19,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from app.coalesce import as_inbound, unanswered_texts
 from app.delivery import PENDING, QUEUED, TWIML, Delivery
 from app.handoff import Handoff
 from app.logutil import mask_number
 from app.sms import count_segments, fit_reply
 from app.text_handler import LATE_ARRIVALS, TextHandler
 from app.turn import Turn, add_figures, tokens_of
-from app.twilio_form import InboundText
 from app.xmltext import xml_safe
 from conversation import StorageError
 from conversation.models import Message
@@ -34,24 +34,6 @@ log = logging.getLogger("app.webhook")
 
 # Pauses between attempts to store a reply the webhook already answers with.
 HANDED_STORE_PAUSES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-
-def unanswered_texts(history: list[Message]) -> list[Message]:
-    """Return the texts no reply covers yet: user texts after the last assistant message,
-    not marked as deliberately unanswered and not commands, oldest first."""
-    pending: list[Message] = []
-    for item in history:
-        if item.role == "assistant":
-            pending = []
-        elif item.role == "user" and not item.metadata.get("unanswered") and not item.metadata.get("command"):
-            pending.append(item)
-    return pending
-
-
-def as_inbound(number: str, text: Message) -> InboundText:
-    """The stored text as the handler's helpers take it."""
-    return InboundText(number=number, sid=text.message_id or "-", body=text.content,
-                       to=str(text.metadata.get("to") or ""))
 
 
 @dataclass(frozen=True)
@@ -105,6 +87,8 @@ class BackgroundTurn:
         reply, turn = self.ask(number, history, last)
         settled = True
         if handoff is not None and handoff.offer(reply[0], last.message_id):
+            answered_in = {"answered_in": handoff.sid} if handoff.sid != last.message_id else {}
+            reply = (reply[0], {**reply[1], **answered_in}, reply[2])
             stored = self.store(number, last, reply, TWIML, turn)
             handoff.stored(stored.content if stored is not None else reply[0])
         else:

@@ -29,7 +29,8 @@ class HandedOver:
 class Handoff:
     """One webhook's wait for the reply of the turn it started."""
 
-    def __init__(self) -> None:
+    def __init__(self, sid: str | None = None) -> None:
+        self.sid = sid  # the text whose webhook waits (its answer carries the reply)
         self._changed = threading.Condition()
         self._state = WAITING
         self._reply: HandedOver | None = None

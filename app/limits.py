@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
-from conversation.models import Message, parse_iso
 from conversation.store import Coordination
 
 log = logging.getLogger(__name__)
@@ -220,28 +219,3 @@ def backoff_delays(first: float = 0.02, factor: float = 1.6, cap: float = 0.3) -
     while True:
         yield delay * (0.5 + random.random())
         delay = min(cap, delay * factor)
-
-
-def waits_on_earlier(history: list[Message], message: Message, *, now: float, max_age: float) -> bool:
-    """Return whether an earlier text of the same conversation is still being answered.
-
-    Such a text has no reply yet, is not marked as deliberately unanswered, and is
-    younger than ``max_age`` seconds (older ones were abandoned: their worker died
-    or Twilio stopped waiting).
-    """
-    replied = {item.reply_to for item in history if item.reply_to}
-    for item in history:
-        if item.role != "user" or item.conversation_id != message.conversation_id:
-            continue
-        if not is_before(item, message) or item.message_id in replied:
-            continue
-        if item.metadata.get("unanswered"):
-            continue
-        if now - parse_iso(item.timestamp).timestamp() < max_age:
-            return True
-    return False
-
-
-def is_before(item: Message, message: Message) -> bool:
-    """Return whether ``item`` sits before ``message`` in the same conversation."""
-    return item.precedes(message)

@@ -15,8 +15,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from app.bounded import Bounded, OutOfTime
+from app.coalesce import as_inbound, covered, holder_read, repeat_answer, unanswered_texts
 from app.config import Settings
-from app.limits import Limits, Reservation, TurnLease, backoff_delays, waits_on_earlier
+from app.limits import Limits, Reservation, TurnLease, backoff_delays
 from app.logutil import mask_number
 from app.memory import MemoryKeeper
 from app.replies import LAST_RESORT, Responder
@@ -109,7 +110,7 @@ class TextHandler:
                 reply = self.answer_reset(manager, text, message, turn)
                 return Outcome("reset", reply.content, track_delivery=True)
             if reply is not None:
-                again = reply.content if self.pipeline is None else self.pipeline.repeat_of(reply)
+                again = repeat_answer(reply, text.sid)
                 return Outcome("duplicate", again, track_delivery=again is not None)
             if message.metadata.get("unanswered"):
                 return Outcome("unanswered")
@@ -120,6 +121,8 @@ class TextHandler:
                 return self.pipeline.take(text, message, turn)
 
             lease, history = self.take_turn(manager, text, message, turn)
+            if lease is None and holder_read(self.storage, text.number, message):
+                return Outcome("covered")  # the turn running now read this text and answers it
             if lease is None:
                 answer = self.record_reply(
                     manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}, turn=turn
@@ -129,13 +132,20 @@ class TextHandler:
             # retry) may have answered or silenced it while we waited for the turn.
             message, reply = self.current_state(manager, text, message, history)
             if reply is not None:
-                return Outcome("duplicate", reply.content, track_delivery=True)
+                again = repeat_answer(reply, text.sid)
+                return Outcome("duplicate", again, track_delivery=again is not None)
             if message.metadata.get("unanswered"):
                 return Outcome("unanswered")
+            if covered(history, message):
+                return Outcome("covered")  # a reply to a later text answered it too
 
             if verdict is not None:  # a retry was counted by the attempt that stored the text
                 first = self.first_text_today(limits, verdict, text.number, history, message)
                 turn.count(active_numbers=int(first))
+            # Texts that came after this one are answered with it, by one reply to the last.
+            asked, pending = text.sid, unanswered_texts(history)
+            if pending and message.precedes(pending[-1]):
+                text, message = as_inbound(text.number, pending[-1]), pending[-1]
 
             context = self.context_window(history, message)
             header = self.memory_header(manager, text, message, history)
@@ -157,7 +167,8 @@ class TextHandler:
             stored = self.store_reply_in_time(
                 manager, text, message, answer,
                 {**reply_obj.metadata(), **segments.metadata(), **encoding,
-                 **({"fallback": fallback} if fallback else {})},
+                 **({"fallback": fallback} if fallback else {}),
+                 **({"answered_in": asked} if asked != text.sid else {})},
                 {
                     "tokens": tokens_of(reply_obj),
                     "segments": segments.count,
@@ -171,7 +182,8 @@ class TextHandler:
             turn.details.update(segments=segments.count, history=len(context))
             if fallback or reply_obj.fallback:
                 turn.details["fallback"] = fallback or reply_obj.fallback
-            return Outcome("replied", answer, track_delivery=True)
+            return Outcome("replied", answer, track_delivery=True,
+                           reply_to_sid=text.sid if asked != text.sid else None)
         except ConversationError as exc:
             # Never silent: the texter hears from the cat even when the store is down.
             log.error("sms sid=%s from=%s: store failed: %s", text.sid, mask_number(text.number), exc)
@@ -228,10 +240,10 @@ class TextHandler:
         return self.record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"}, turn=turn)
 
     def take_turn(
-            self,
-        manager: ConversationManager, text: InboundText, message: Message, turn: Turn
+        self, manager: ConversationManager, text: InboundText, message: Message, turn: Turn
     ) -> tuple[TurnLease | None, list[Message]]:
-        """Wait for this number's turn: hold its lease, with every earlier text answered.
+        """Wait for this number's turn: hold its lease (texts before and after this one that no
+        reply covers are answered with it, see app/coalesce.py).
 
         Returns the lease and the history read under it, or (None, []) when the
         turn did not come in time.
@@ -251,13 +263,9 @@ class TextHandler:
                 except BaseException:
                     self.release(lease, text)  # the view never saw this lease, so it cannot release it
                     raise
-                # Texts older than the deadline whose reply never came were abandoned.
-                max_age = self.settings.reply_deadline_seconds + 5
-                if not waits_on_earlier(history, message, now=time.time(), max_age=max_age):
-                    turn.mark("turn", started)
-                    turn.details["waits"] = waits
-                    return lease, history
-                self.release(lease, text)
+                turn.mark("turn", started)
+                turn.details["waits"] = waits
+                return lease, history
             if time.monotonic() + delay > until:
                 turn.mark("turn", started)
                 log.warning("sms sid=%s: turn not free after %d waits", text.sid, waits)
@@ -267,8 +275,7 @@ class TextHandler:
         raise AssertionError("unreachable")  # backoff_delays never ends
 
     def current_state(
-            self,
-        manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
+        self, manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
     ) -> tuple[Message, Message | None]:
         """Return the text as stored now and its reply, if any, from the history read under the lease.
 
@@ -292,8 +299,8 @@ class TextHandler:
             log.warning("sms sid=%s: could not release the turn lease: %s", text.sid, exc)
 
     def refuse(
-            self,
-        manager: ConversationManager, text: InboundText, message: Message, notice: str | None, turn: Turn
+        self, manager: ConversationManager, text: InboundText, message: Message, notice: str | None,
+        turn: Turn,
     ) -> str | None:
         """Keep an over-limit text unanswered: one notice per window, then silence."""
         if notice:
@@ -304,8 +311,7 @@ class TextHandler:
         return None
 
     def choose_responder(
-            self,
-        limits: Limits, context: list[Message], text: InboundText, message: Message, turn: Turn,
+        self, limits: Limits, context: list[Message], text: InboundText, message: Message, turn: Turn,
         summary: str | None = None,
     ) -> tuple[Any, str | None, Reservation | None]:
         """Return the model responder and its budget reservation, or the offline persona once
@@ -340,8 +346,7 @@ class TextHandler:
         )
 
     def memory_header(
-            self,
-        manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
+        self, manager: ConversationManager, text: InboundText, message: Message, history: list[Message]
     ) -> Conversation | None:
         """Return the conversation header with its running summary, when one may exist.
 
@@ -380,8 +385,7 @@ class TextHandler:
             return self.offline_responder.reply(context, text.body, **kwargs)
 
     def record_reply(
-            self,
-        manager: ConversationManager,
+        self, manager: ConversationManager,
         text: InboundText,
         message: Message,
         content: str,
@@ -427,8 +431,7 @@ class TextHandler:
         return content
 
     def first_text_today(
-            self,
-        limits: Limits, verdict: Any, number: str, history: list[Message], message: Message
+        self, limits: Limits, verdict: Any, number: str, history: list[Message], message: Message
     ) -> bool:
         """Return whether this is the number's first text today that reached the limits.
 
@@ -448,8 +451,7 @@ class TextHandler:
         return self.daily_stats.first_text_today(number)
 
     def store_reply_in_time(
-            self,
-        manager: ConversationManager, text: InboundText, message: Message, content: str,
+        self, manager: ConversationManager, text: InboundText, message: Message, content: str,
         metadata: dict[str, Any], counters: dict[str, int], turn: Turn,
     ) -> Message | None:
         """Store the model's reply within the time left; None when it could not be.
@@ -473,9 +475,8 @@ class TextHandler:
         return recorded.message
 
     def store_late(
-            self,
-        bounded: Bounded, manager: ConversationManager, text: InboundText, message: Message, content: str,
-        metadata: dict[str, Any], counters: dict[str, int],
+        self, bounded: Bounded, manager: ConversationManager, text: InboundText, message: Message,
+        content: str, metadata: dict[str, Any], counters: dict[str, int],
     ) -> None:
         """Store a reply the texter already has, retrying for about a minute (idempotent)."""
         for pause in LATE_STORE_PAUSES:

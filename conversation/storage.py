@@ -313,6 +313,10 @@ class DynamoDBStorage:
         """Take the user's lease for ``seconds`` unless someone else holds a live one."""
         return self.coordination.acquire_lease(user_id, owner, seconds)
 
+    def lease_taken_at(self, user_id: str) -> float | None:
+        """Return when the user's live lease was taken (epoch seconds), or None when none is live."""
+        return self.coordination.lease_taken_at(user_id)
+
     def release_lease(self, user_id: str, owner: str) -> None:
         """Release the user's lease if ``owner`` still holds it."""
         self.coordination.release_lease(user_id, owner)

@@ -42,6 +42,10 @@ class Coordination(Protocol):
         """Give the lease back if ``owner`` still holds it."""
         ...
 
+    def lease_taken_at(self, user_id: str) -> float | None:
+        """Return when the number's live lease was taken (epoch seconds), or None when none is live."""
+        ...
+
     def increment_counter(
         self, scope: str, name: str, amount: int = 1, *, expires_in: float
     ) -> int:

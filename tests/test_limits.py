@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from app.limits import Limits, TurnLease, backoff_delays, is_before, normalize_number, waits_on_earlier
-from conversation import ConversationManager
-from conversation.models import Message
+from app.limits import Limits, TurnLease, backoff_delays, normalize_number
 
 NUMBER = "+15551230000"
 
@@ -130,41 +126,3 @@ def test_backoff_delays_grow_and_stay_capped():
     values = [next(delays) for _ in range(20)]
     assert all(0.005 <= value <= 0.15 for value in values)
     assert max(values[-5:]) > max(values[:2])
-
-
-@pytest.fixture
-def conversation(moto_storage):
-    """Return a manager and three stored texts, the first one answered."""
-    manager = ConversationManager(moto_storage)
-    texts = [
-        manager.record_user_message(NUMBER, f"text {i}", message_id=f"SM{i}").message for i in range(3)
-    ]
-    manager.record_assistant_message(NUMBER, "reply 0", reply_to=texts[0])
-    return manager, texts
-
-
-def test_ordering_waits_for_fresh_unanswered_earlier_texts(conversation):
-    manager, (first, second, third) = conversation
-    history = manager.get_history(NUMBER)
-    now = time.time()
-    assert is_before(first, second) and not is_before(third, second)
-    assert not waits_on_earlier(history, first, now=now, max_age=15)
-    assert not waits_on_earlier(history, second, now=now, max_age=15)  # text 0 is answered
-    assert waits_on_earlier(history, third, now=now, max_age=15)  # text 1 is not
-    assert not waits_on_earlier(history, third, now=now + 60, max_age=15)  # ... but abandoned later
-
-
-def test_ordering_skips_texts_marked_unanswered(conversation, moto_storage):
-    manager, (_, second, third) = conversation
-    moto_storage.update_message_metadata(NUMBER, second, {"unanswered": "rate_limited"})
-    assert not waits_on_earlier(manager.get_history(NUMBER), third, now=time.time(), max_age=15)
-
-
-def test_ordering_ignores_other_conversations(conversation):
-    manager, (_, second, _) = conversation
-    manager.reset_conversation(NUMBER)
-    fresh = manager.record_user_message(NUMBER, "after reset", message_id="SMnew").message
-    assert not is_before(second, fresh)
-    history = [second, *manager.get_history(NUMBER)]
-    assert not waits_on_earlier(history, fresh, now=time.time(), max_age=15)
-    assert not is_before(Message(content="unsaved"), fresh)

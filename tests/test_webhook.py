@@ -388,31 +388,38 @@ def assert_each_answered_once(results, manager):
     return texts
 
 
-def test_texts_in_flight_together_are_answered_in_arrival_order(app, responder, manager):
-    responder.delay = 0.2  # every text arrives while earlier ones are still being answered
+def test_texts_in_flight_together_are_answered_together_by_the_next_turn(app, responder, manager):
+    responder.delay = 0.2  # every text arrives while the first is still being answered
     bodies = [f"text {i}" for i in range(4)]
     results = send_in_threads(app, bodies, stagger_until_stored=manager)
-    texts = assert_each_answered_once(results, manager)
-    assert [m.content for m in texts] == bodies
-    # The model was asked in arrival order, each time seeing every earlier text and its reply.
-    assert [text for _, text, _ in responder.calls] == bodies
-    for index, (seen, _, _) in enumerate(responder.calls):
-        assert [m.content for m in seen] == [x for b in bodies[:index] for x in (b, f"meow: {b}")]
+    # The first turn answers text 0; the next reads texts 1-3 and answers them in one reply.
+    assert [text for _, text, _ in responder.calls] == ["text 0", "text 3"]
+    assert [m.content for m in responder.calls[1][0]] == ["text 0", "meow: text 0", "text 1", "text 2"]
+    answers = {body: twiml_bodies(r.data) for body, r in results.items()}
+    assert answers["text 0"] == ["meow: text 0"]
+    assert sorted(answers[b] for b in bodies[1:]) == [[], [], ["meow: text 3"]]  # one reply, no busy line
+    history = manager.get_history(NUMBER)
+    assert [m.content for m in history] == [*bodies[:1], "meow: text 0", *bodies[1:], "meow: text 3"]
+    assert history[-1].reply_to == history[-2].message_id
     assert responder.most_at_once == 1
 
 
 def test_simultaneous_texts_from_one_number_take_turns(app, responder, manager):
     responder.delay = 0.05
     results = send_in_threads(app, [f"burst {i}" for i in range(4)])
-    texts = assert_each_answered_once(results, manager)
-    assert len(responder.calls) == 4 and responder.most_at_once == 1
-    # Whatever a reply saw came before its text and had been answered already.
-    order = [m.message_id for m in texts]
-    for seen, text, _ in responder.calls:
+    assert 1 <= len(responder.calls) <= 4 and responder.most_at_once == 1
+    answers = [body for r in results.values() for body in twiml_bodies(r.data)]
+    assert len(answers) == len(responder.calls) and BUSY_LINE not in answers
+    history = manager.get_history(NUMBER)
+    texts = [m for m in history if m.role == "user"]
+    assert sorted(m.content for m in texts) == sorted(results)
+    assert history[-1].role == "assistant"  # every text is covered by a reply after it
+    for reply in (m for m in history if m.role == "assistant"):
+        parent = next(m for m in texts if m.message_id == reply.reply_to)
+        assert reply.content == f"meow: {parent.content}"  # each reply answers the newest it read
+    for seen, text, _ in responder.calls:  # the model saw every text before the one it answered
         current = next(m for m in texts if m.content == text)
-        seen_texts = [m.message_id for m in seen if m.role == "user"]
-        assert seen_texts == order[: len(seen_texts)] and current.message_id not in seen_texts
-        assert len(seen) == 2 * len(seen_texts)
+        assert {m.content for m in texts if m.precedes(current)} <= {m.content for m in seen}
 
 
 def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto_storage, responder, manager):
@@ -425,11 +432,26 @@ def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto
     assert reply.metadata["fallback"] == "turn_timeout"
 
 
-def test_fresh_unanswered_earlier_text_makes_the_next_wait(make_app, manager, responder):
-    manager.record_user_message(NUMBER, "still being answered elsewhere", message_id=sid_for("earlier"))
+def test_an_earlier_text_nobody_answered_is_answered_with_the_next(texter, manager, responder):
+    earlier = manager.record_user_message(NUMBER, "still unanswered", message_id=sid_for("earlier")).message
+    assert only_body(texter.text("next")) == "meow: next"
+    (seen, text, _), = responder.calls
+    assert [m.content for m in seen] == ["still unanswered"] and text == "next"
+    # A retry of the earlier text finds it answered by that reply: nothing more is sent.
+    assert twiml_bodies(texter.text("still unanswered", sid=sid_for("earlier")).data) == []
+    assert len(responder.calls) == 1 and manager.get_reply(NUMBER, earlier) is None
+
+
+def test_no_busy_line_when_the_running_turn_read_the_text(make_app, moto_storage, responder, manager):
+    stored = Message(content="answered by the other turn", timestamp="2020-01-01T00:00:00.000000Z",
+                     message_id=sid_for("read-by-holder"))
+    moto_storage.append(NUMBER, stored, idempotent=True)  # stored, then the other turn began
+    assert moto_storage.acquire_lease(NUMBER, "another-worker", 30)
     app = make_app(REPLY_DEADLINE_SECONDS=0.6)
-    assert only_body(Texter(app.test_client(), number=NUMBER).text("next")) == BUSY_LINE
-    assert responder.calls == []
+    response = Texter(app.test_client(), number=NUMBER).text("answered by the other turn",
+                                                            sid=sid_for("read-by-holder"))
+    assert twiml_bodies(response.data) == []
+    assert responder.calls == [] and manager.get_history(NUMBER, 10)[-1].role == "user"
 
 
 def test_abandoned_earlier_text_does_not_block_the_next(texter, responder, manager):

@@ -157,3 +157,15 @@ def test_only_one_of_concurrent_expecting_updates_lands(store):
         winners = [owner for owner in pool.map(move, range(6)) if owner is not None]
     assert len(winners) == 1
     assert store.get_reply(USER, text).metadata["by"] == winners[0]
+
+
+def test_a_live_lease_says_when_it_was_taken(store):
+    assert store.lease_taken_at(USER) is None
+    before = time.time()
+    assert store.acquire_lease(USER, "worker-a", 30)
+    taken = store.lease_taken_at(USER)
+    assert before - 1 <= taken <= time.time() + 1
+    store.release_lease(USER, "worker-a")
+    assert store.lease_taken_at(USER) is None
+    assert store.acquire_lease(USER, "worker-b", -1)  # lapsed at once
+    assert store.lease_taken_at(USER) is None

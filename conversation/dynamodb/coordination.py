@@ -27,6 +27,7 @@ class Coordination:
                     **keys.key(user_id, keys.LEASE_SK),
                     "owner": s(owner),
                     "lease_until": n(round(now + seconds, 3)),
+                    "taken_at": n(round(now, 3)),
                     # Let TTL sweep leases that are never released.
                     "expires_at": n(int(now + seconds) + 3600),
                 },
@@ -37,6 +38,13 @@ class Coordination:
         except ConditionFailed:
             return False
         return True
+
+    def lease_taken_at(self, user_id: str) -> float | None:
+        """Return when the user's live lease was taken (epoch seconds), or None when none is live."""
+        item = self.table.get(user_id, keys.LEASE_SK)
+        if item is None or float(item["lease_until"]["N"]) < time.time() or "taken_at" not in item:
+            return None
+        return float(item["taken_at"]["N"])
 
     def release_lease(self, user_id: str, owner: str) -> None:
         """Release the user's lease if ``owner`` still holds it."""

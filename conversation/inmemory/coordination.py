@@ -12,6 +12,7 @@ class MemoryCoordination:
     def __init__(self) -> None:
         self._coordination_lock = threading.RLock()
         self._leases: dict[str, tuple[str, float]] = {}
+        self._lease_taken: dict[str, float] = {}
         self._counters: dict[tuple[str, str], tuple[int, float | None]] = {}
 
     def acquire_lease(self, user_id: str, owner: str, seconds: float) -> bool:
@@ -22,7 +23,16 @@ class MemoryCoordination:
             if held is not None and held[0] != owner and held[1] >= now:
                 return False
             self._leases[user_id] = (owner, now + seconds)
+            self._lease_taken[user_id] = now
             return True
+
+    def lease_taken_at(self, user_id: str) -> float | None:
+        """Return when the number's live lease was taken, or None when none is live."""
+        with self._coordination_lock:
+            held = self._leases.get(user_id)
+            if held is None or held[1] < time.time():
+                return None
+            return self._lease_taken.get(user_id)
 
     def release_lease(self, user_id: str, owner: str) -> None:
         """Give the lease back if ``owner`` holds it."""

@@ -1,0 +1,64 @@
+"""Bursts: which texts one reply answers, in every reply mode.
+
+A text is *covered* once any reply sorts after it in its conversation: one reply answers
+every text before it that had none. The texts a turn answers together are the user texts
+after the last reply that are not deliberately unanswered (opted out, over the rate limit)
+and not commands; the model sees them all, in order, and the reply is stored as the reply
+to the last of them.
+"""
+
+from __future__ import annotations
+
+from app.delivery import TWIML
+from app.twilio_form import InboundText
+from conversation import StorageError
+from conversation.models import Message, parse_iso
+from conversation.store import Coordination
+
+# Clocks of two workers may differ this much: a lease must be taken this much later than a
+# text was stored to count as having read it.
+CLOCK_SLACK_SECONDS = 1.0
+
+
+def unanswered_texts(history: list[Message]) -> list[Message]:
+    """Return the texts no reply covers yet, oldest first."""
+    pending: list[Message] = []
+    for item in history:
+        if item.role == "assistant":
+            pending = []
+        elif item.role == "user" and not item.metadata.get("unanswered") and not item.metadata.get("command"):
+            pending.append(item)
+    return pending
+
+
+def covered(history: list[Message], message: Message) -> bool:
+    """Return whether a reply in ``history`` sorts after ``message`` (it answered it too)."""
+    return any(item.role == "assistant" and message.precedes(item) for item in history)
+
+
+def as_inbound(number: str, text: Message) -> InboundText:
+    """A stored text as the turn's helpers take it (its body, media and the number it came to)."""
+    kinds = list(text.metadata.get("media_content_types") or [])
+    media = [(url, kinds[index] if index < len(kinds) else "") for index, url in enumerate(text.media_urls)]
+    return InboundText(number=number, sid=text.message_id or "-", body=text.content,
+                       to=str(text.metadata.get("to") or ""), media=media)
+
+
+def repeat_answer(reply: Message, sid: str) -> str | None:
+    """What a retried webhook of text ``sid`` answers when the text's reply is stored: the reply
+    again only when it went in the answer to this very text, never one sent another way."""
+    if reply.metadata.get("delivery") not in (None, TWIML):
+        return None
+    if reply.metadata.get("answered_in") not in (None, sid):
+        return None
+    return reply.content
+
+
+def holder_read(storage: Coordination, number: str, message: Message) -> bool:
+    """Return whether the turn holding the number's lease (sync mode) read ``message``: it took
+    the lease after the text was stored, so its reply answers this text too."""
+    try:
+        taken = storage.lease_taken_at(number)
+    except StorageError:
+        return False
+    return taken is not None and taken > parse_iso(message.timestamp).timestamp() + CLOCK_SLACK_SECONDS
