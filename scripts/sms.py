@@ -145,6 +145,21 @@ class LaterReplies:
         return found
 
 
+    def wait_quiet(self, after: float, timeout: float) -> list[str]:
+        """Wait for a reply later than ``after``, then for more while they keep coming.
+
+        After each reply it waits 1.5 times as long as that reply took (at least 5 s): the
+        next turn of a burst takes about as long as the last. All within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        found = self.wait(after, timeout)
+        mark = after
+        while self.arrived > mark and time.monotonic() < deadline:
+            gap, mark = self.arrived - mark, self.arrived
+            found += self.wait(mark, min(max(5.0, 1.5 * gap), deadline - time.monotonic()))
+        return found
+
+
 def later_replies(port: int, number: str, root: Path = ROOT) -> LaterReplies | None:
     """The reader for a local run on ``port`` (None when it has no local Messages API)."""
     path = messages_api_file(port, root)
@@ -229,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                 unanswered_since = sent_at  # a reply will come later (or answer a later text too)
             for reply in replies or ([] if watcher is not None else ["(no reply)"]):
                 print(f"cat> {reply}")
-        # Input ended (a pipe): wait for the reply to the last text that got none at once.
+        # Input ended (a pipe): wait for the replies to the texts that got none at once.
         if watcher is not None and unanswered_since is not None:
             stop.set()
             printer.join()
-            for body in watcher.wait(unanswered_since, args.wait):
+            for body in watcher.wait_quiet(unanswered_since, args.wait):
                 print(f"cat> {body}")
     finally:
         stop.set()

@@ -127,7 +127,9 @@ class LaterBot:
             answer = f"<Response><Message>now: {body}</Message></Response>"
         else:
             answer = "<Response/>"
-            threading.Timer(self.delay, self.reply_later, args=(form["From"], form["To"], body)).start()
+            # "second ..." is answered by a later turn, as the rest of a burst is.
+            delay = self.delay * (2 if body.startswith("second") else 1)
+            threading.Timer(delay, self.reply_later, args=(form["From"], form["To"], body)).start()
         return Response(answer, mimetype="application/xml")(environ, start_response)
 
     def reply_later(self, to: str, from_: str, body: str) -> None:
@@ -228,3 +230,11 @@ def test_the_bot_in_async_mode_replies_through_the_local_messages_api(async_bot)
     fake.wait_for(lambda f: len(f.callbacks) == 2)
     assert [(form["MessageStatus"], status) for _, form, status in fake.callbacks] == [
         ("sent", 200), ("delivered", 200)]
+
+
+def test_piped_input_waits_for_every_turn_of_a_burst(later_bot):
+    port, fake = later_bot
+    result = run_sms("--port", str(port), "--from", TEXTER, stdin="first\nsecond\n")
+    assert result.returncode == 0, result.stderr
+    replies = [line.split("cat> ", 1)[1] for line in result.stdout.splitlines() if "cat> " in line]
+    assert replies == ["later: first", "later: second"]
