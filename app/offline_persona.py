@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import DEFAULTS
-from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, clip, zero_usage
+from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, zero_usage
+from app.sms import truncate
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class OfflineResponder:
             body = self.compose(text, history_length=len(history), pictures=len(media_urls))
         except Exception:  # never let the last line of defence fail the texter
             log.exception("offline persona failed; using its last-resort line")
-            body = clip(LAST_RESORT, self.max_chars)
+            body = truncate(LAST_RESORT, self.max_chars)
         return Reply(text=body, model=OFFLINE_MODEL, usage=zero_usage(),
                      latency_ms=(time.monotonic() - started) * 1000, fallback="offline")
 
@@ -112,7 +113,7 @@ class OfflineResponder:
             parts.append(rng.choice(_MIDDLES).format(word=word) + ".")
         if rng.random() < 0.5:
             parts.append(rng.choice(_CLOSERS))
-        return clip(" ".join(parts), self.max_chars) or clip(LAST_RESORT, self.max_chars)
+        return truncate(" ".join(parts), self.max_chars) or truncate(LAST_RESORT, self.max_chars)
 
     @staticmethod
     def _pick_word(text: str, rng: random.Random, pictures: int) -> str:

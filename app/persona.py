@@ -31,7 +31,8 @@ from typing import Any
 from app.config import DEFAULTS, ConfigError, Settings
 from app.model_compat import ModelCompat, refusal_reason, refuses_parameter
 from app.offline_persona import OfflineResponder
-from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, Responder, clip, zero_usage
+from app.replies import LAST_RESORT, OFFLINE_MODEL, Reply, Responder, zero_usage
+from app.sms import truncate
 from conversation.memory import summary_message
 from conversation.window import context_window
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Re-exported: the webhook, scripts and tests import these from here.
 __all__ = ["LAST_RESORT", "OFFLINE_MODEL", "OfflineResponder", "OpenAIResponder", "Reply",
-           "Responder", "build_responders", "clip", "load_system_prompt"]
+           "Responder", "build_responders", "load_system_prompt"]
 
 PROMPT_FILE = Path(__file__).with_name("persona_prompt.txt")
 
@@ -247,7 +248,8 @@ class OpenAIResponder:
                         time.sleep(pause)
                         continue
                     return Reply(
-                        text=clip(answer, self.max_chars),
+                        # One line of words (models like line breaks), fitted as every reply is.
+                        text=truncate(" ".join(answer.split()), self.max_chars),
                         model=answered_by,
                         usage=usage,
                         latency_ms=(time.monotonic() - started) * 1000,
@@ -262,7 +264,7 @@ class OpenAIResponder:
             last_error = "internal"
         stand_in = self.offline.reply(history, text, media_urls=media_urls)
         return Reply(
-            text=clip(stand_in.text, self.max_chars) or clip(LAST_RESORT, self.max_chars),
+            text=truncate(stand_in.text, self.max_chars) or truncate(LAST_RESORT, self.max_chars),
             model=OFFLINE_MODEL,
             usage=usage,
             latency_ms=(time.monotonic() - started) * 1000,

@@ -63,15 +63,3 @@ class Summariser(Protocol):
     def summarise(self, messages: list[dict[str, str]], *, max_tokens: int = 400,
                   timeout: float = 30.0) -> tuple[str | None, int]: ...
 
-
-def clip(text: str, max_chars: int) -> str:
-    """Cut ``text`` to at most ``max_chars`` characters, on a word boundary when one is near."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    space = cut.rfind(" ")
-    # Only back up to a space when it keeps most of the text; otherwise cut mid-word.
-    if space >= max_chars // 2:
-        cut = cut[:space]
-    return cut.rstrip() or text[:max_chars]

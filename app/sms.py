@@ -115,7 +115,9 @@ def to_gsm7(text: str) -> tuple[str, int]:
 def truncate(text: str, max_chars: int) -> str:
     """Cut a text to at most ``max_chars`` characters, on a word boundary, marking the cut.
 
-    Texts that fit are returned unchanged (apart from surrounding whitespace).
+    Texts that fit are returned unchanged (apart from surrounding whitespace), so cutting
+    twice cuts once. The one way a reply is fitted: the responders, the text handler and
+    background turns all use it.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")

@@ -219,3 +219,14 @@ def test_the_services_fields_are_typed_without_any():
     annotations = {name: str(hint) for name, hint in Services.__annotations__.items()}
     assert "settings" in annotations and "validator" in annotations
     assert not [name for name, hint in annotations.items() if re.search(r"\bAny\b", hint)]
+
+
+def test_one_function_fits_a_reply():
+    # app.sms.truncate cuts every reply (responders, the text handler, background turns).
+    cutters = [
+        f"{path.relative_to(ROOT)}: {node.name}"
+        for path in _sources("app")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef) and node.name in {"clip", "truncate", "shorten", "cut"}
+    ]
+    assert cutters == ["app/sms.py: truncate"]

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.sms import GSM7, UCS2, count_segments, is_gsm7, parse_command, truncate
+from localpeers.fake_openai import reply
 
 
 @pytest.mark.parametrize(
@@ -116,3 +117,22 @@ def test_reset_words(body):
 )
 def test_not_commands(body):
     assert parse_command(body) is None
+
+
+@given(st.text(max_size=400), st.integers(min_value=1, max_value=400))
+def test_cutting_twice_cuts_once(text, limit):
+    once = truncate(text, limit)
+    assert truncate(once, limit) == once
+
+
+def test_a_long_model_reply_is_cut_the_way_every_reply_is(fake):
+    from app.persona import OpenAIResponder
+
+    long = "purr " * 100
+    fake.push(reply(long))
+    responder = OpenAIResponder("sk-x", "cat-1", base_url=fake.base_url, max_chars=40)
+    try:
+        text = responder.reply([], "hi").text
+    finally:
+        responder.close()
+    assert text == truncate(long, 40) and text.endswith("...")
