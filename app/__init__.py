@@ -18,6 +18,7 @@ from app.outbound import ReplySender
 from app.replies import Responder
 from app.services import Services, attach
 from conversation import ConversationManager, DynamoDBStorage
+from conversation.clock import Clock, SystemClock
 from conversation.store import ConversationStore
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,14 @@ def create_app(
     memory_keeper: MemoryKeeper | None = None,
     limits: Limits | None = None,
     sender: ReplySender | None = None,
+    clock: Clock | None = None,
 ) -> Flask:
     """Build the app: read and validate configuration once, build every collaborator once.
 
     ``config`` is ready ``Settings`` or overrides of the environment by variable name
     (tests pass settings here). Collaborators already built are passed by keyword
     (``storage=``, ``manager=``, ``responder=``, ``offline_responder=``,
-    ``memory_keeper=``, ``limits=``, ``sender=``); the rest are built from the settings.
+    ``memory_keeper=``, ``limits=``, ``sender=``, ``clock=``); the rest are built from the settings.
     """
     given = [name for name, value in (("storage", storage), ("sender", sender)) if value is not None]
     settings = config if isinstance(config, Settings) else load_config(config, given=given)
@@ -65,7 +67,7 @@ def create_app(
         )
     attach(app, build_services(
         settings, storage, manager=manager, responder=responder, offline_responder=offline_responder,
-        memory_keeper=memory_keeper, limits=limits, sender=sender,
+        memory_keeper=memory_keeper, limits=limits, sender=sender, clock=clock,
     ))
 
     from app import api, body_limit, cli, console, devphone, metrics, webhook
@@ -96,6 +98,7 @@ def build_services(
     memory_keeper: MemoryKeeper | None = None,
     limits: Limits | None = None,
     sender: ReplySender | None = None,
+    clock: Clock | None = None,
 ) -> Services:
     """Build every collaborator once, from the settings (or take the ones given)."""
     from twilio.request_validator import RequestValidator
@@ -110,14 +113,15 @@ def build_services(
     from conversation.operator_sessions import OperatorSessions
 
     responder, offline = build_responders(settings, responder=responder, offline=offline_responder)
-    limits = limits or Limits.from_settings(storage, settings)
+    clock = clock or SystemClock()
+    limits = limits or Limits.from_settings(storage, settings, clock)
     manager = manager or ConversationManager(storage, history_limit=settings.history_max_messages)
     memory = memory_keeper or build_keeper(settings, storage, responder, limits)
     daily_stats, bounded = DailyStats(storage), Bounded()
     handler = TextHandler(
         settings, manager=manager, storage=storage, limits=limits,
         responder=responder, offline_responder=offline, memory=memory, daily_stats=daily_stats,
-        bounded=bounded,
+        bounded=bounded, clock=clock,
     )
     # A given ReplySender (tests); else the Messages API client the settings describe.
     sender = sender or build_sender(settings)
@@ -129,6 +133,7 @@ def build_services(
         handler = replace(handler, pipeline=build_async_replies(settings, handler, sender))
     return Services(
         settings=settings,
+        clock=clock,
         storage=storage,
         manager=manager,
         responder=responder,

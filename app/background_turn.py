@@ -110,14 +110,14 @@ class BackgroundTurn:
         """Ask the persona for one reply to ``last`` (and the texts before it, in its window)."""
         handler = self.handler
         text = as_inbound(number, last)
-        turn = Turn.begin(self.model_timeout_seconds)
+        turn = Turn.begin(self.model_timeout_seconds, handler.clock)
         turn.sid, turn.number = text.sid, number
         context = handler.context_window(history, last)
         header = handler.memory_header(handler.manager, text, last, history)
         summary = header.summary.text if header is not None and header.summary else None
         responder, fallback, reservation = handler.choose_responder(
             handler.limits, context, text, last, turn, summary)
-        started = time.monotonic()
+        started = handler.clock.monotonic()
         reply_obj = handler.ask(responder, context, text, last, turn, summary)
         turn.mark("model", started)
         if reservation is not None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
+from conversation.clock import Clock, SystemClock
 from conversation.store import Coordination
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Limits:
     """Per-number rate limits, a global daily model budget and allow/block lists.
 
     :param storage: a store with ``increment_counter``, ``reserve_counter`` and ``get_counter``.
-    :param clock: returns seconds since the epoch; tests pin it to stay inside one window.
+    :param clock: tells the time (the system's by default); tests pin it to stay inside one window.
     """
 
     def __init__(
@@ -72,7 +72,7 @@ class Limits:
         token_budget: int = 0,
         allowed: Iterable[str] = (),
         blocked: Iterable[str] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.storage = storage
         self.per_minute = per_minute
@@ -81,10 +81,10 @@ class Limits:
         self.token_budget = token_budget
         self.allowed = frozenset(normalize_number(n) for n in allowed)
         self.blocked = frozenset(normalize_number(n) for n in blocked)
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
 
     @classmethod
-    def from_settings(cls, storage: Coordination, settings: Settings) -> Limits:
+    def from_settings(cls, storage: Coordination, settings: Settings, clock: Clock | None = None) -> Limits:
         """Build the limits described by the app's settings."""
         return cls(
             storage,
@@ -94,6 +94,7 @@ class Limits:
             token_budget=settings.daily_token_budget,
             allowed=settings.allowed_numbers,
             blocked=settings.blocked_numbers,
+            clock=clock,
         )
 
     # ------------------------------------------------------------ who
@@ -108,10 +109,10 @@ class Limits:
     # ------------------------------------------------------- how often
 
     def _minute(self) -> str:
-        return str(int(self.clock() // 60))
+        return str(int(self.clock.time() // 60))
 
     def _day(self) -> str:
-        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
+        return datetime.fromtimestamp(self.clock.time(), UTC).strftime("%Y%m%d")
 
     def check_rate(self, number: str) -> RateVerdict:
         """Count this text against the number's minute and day windows and judge it.

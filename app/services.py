@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from app.replies import Responder
     from app.text_handler import TextHandler
     from conversation import ConversationManager
+    from conversation.clock import Clock
     from conversation.daily_stats import DailyStats
     from conversation.operator_sessions import OperatorSessions
     from conversation.store import ConversationStore
@@ -40,6 +41,8 @@ class Services:
     """Everything a request may need, the settings included; one per app."""
 
     settings: Settings
+    # Tells the time and waits (the system's unless create_app was given one).
+    clock: Clock
     storage: ConversationStore
     manager: ConversationManager
     responder: Responder

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from app.turn import Outcome, Turn, tokens_of
 from app.twilio_form import InboundText
 from app.xmltext import xml_safe
 from conversation import ConversationError, ConversationManager, StorageError, StorageUnavailable, window
+from conversation.clock import Clock, SystemClock
 from conversation.daily_stats import DailyStats
 from conversation.models import Conversation, Message
 from conversation.store import ConversationStore
@@ -67,6 +68,8 @@ class TextHandler:
     bounded: Bounded
     # auto/async modes: the texts are answered by background turns (None: sync mode).
     pipeline: AsyncReplies | None = None
+    # Reads the time and waits for the number's turn (tests pass one that waits without sleeping).
+    clock: Clock = field(default_factory=SystemClock)
 
     def handle(self, text: InboundText, turn: Turn) -> Outcome:
         """Record and answer one parsed text by ``turn.deadline``: the story of a text.
@@ -153,7 +156,7 @@ class TextHandler:
             responder, fallback, reservation = self.choose_responder(
                 limits, context, text, message, turn, summary
             )
-            started = time.monotonic()
+            started = self.clock.monotonic()
             reply_obj = self.ask(responder, context, text, message, turn, summary)
             turn.mark("model", started)
             # From here on only the time left before the deadline is spent before answering.
@@ -248,7 +251,7 @@ class TextHandler:
         Returns the lease and the history read under it, or (None, []) when the
         turn did not come in time.
         """
-        started = time.monotonic()
+        started = self.clock.monotonic()
         until = started + TURN_WAIT_SHARE * (turn.deadline - started)
         lease = TurnLease(self.storage, text.number, self.settings.turn_lease_seconds)
         limit = self.settings.history_max_messages + LATE_ARRIVALS
@@ -266,12 +269,12 @@ class TextHandler:
                 turn.mark("turn", started)
                 turn.details["waits"] = waits
                 return lease, history
-            if time.monotonic() + delay > until:
+            if self.clock.monotonic() + delay > until:
                 turn.mark("turn", started)
                 log.warning("sms sid=%s: turn not free after %d waits", text.sid, waits)
                 return None, []
             waits += 1
-            time.sleep(delay)
+            self.clock.sleep(delay)
         raise AssertionError("unreachable")  # backoff_delays never ends
 
     def current_state(
@@ -440,7 +443,7 @@ class TextHandler:
         """
         if limits.per_day:
             return verdict.day_count == 1
-        today = time.strftime("%Y-%m-%d", time.gmtime())
+        today = time.strftime("%Y-%m-%d", time.gmtime(self.clock.time()))
         for item in history:
             if (
                 item.role == "user" and item.message_id != message.message_id

@@ -7,12 +7,12 @@ fills it in and returns an ``Outcome``, and the view logs the turn and answers.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from conversation import StorageError
+from conversation.clock import Clock, SystemClock
 from conversation.daily_stats import DailyStats
 from conversation.models import Message
 
@@ -41,7 +41,8 @@ class Outcome:
 class Turn:
     """Timings and outcome of one request, logged as one line at the end."""
 
-    started: float = field(default_factory=time.monotonic)
+    clock: Clock = field(default_factory=SystemClock, repr=False)
+    started: float = 0.0
     deadline: float = 0.0
     sid: str = "-"
     number: str | None = None
@@ -56,9 +57,10 @@ class Turn:
     last: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
-    def begin(cls, deadline_seconds: float) -> Turn:
-        """Start timing a request that must be answered within ``deadline_seconds``."""
-        turn = cls()
+    def begin(cls, deadline_seconds: float, clock: Clock | None = None) -> Turn:
+        """Start timing a request that must be answered within ``deadline_seconds`` (on ``clock``)."""
+        turn = cls(clock=clock or SystemClock())
+        turn.started = turn.clock.monotonic()
         turn.deadline = turn.started + deadline_seconds
         return turn
 
@@ -78,7 +80,7 @@ class Turn:
 
     def mark(self, name: str, since: float) -> None:
         """Record how long a step took, in milliseconds."""
-        self.marks[name] = (time.monotonic() - since) * 1000
+        self.marks[name] = (self.clock.monotonic() - since) * 1000
 
     def count(self, **figures: int) -> None:
         """Add figures to this turn's contribution to today's aggregates."""

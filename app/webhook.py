@@ -8,7 +8,6 @@ line and answers with TwiML. ``/sms/status`` records delivery; ``/health`` repor
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
@@ -46,7 +45,7 @@ def inbound_sms() -> Response:
     that missed the deadline) is done after it, off the response path.
     """
     found = services()
-    turn = Turn.begin(found.text_handler.settings.reply_deadline_seconds)
+    turn = Turn.begin(found.text_handler.settings.reply_deadline_seconds, found.clock)
     try:
         return answer_text(turn)
     finally:
@@ -79,7 +78,7 @@ def finish(turn: Turn, outcome: str, response: Response) -> Response:
             stats, done = services().daily_stats, Turn(sid=turn.sid, figures=dict(turn.figures),
                                                     latency_ms=turn.latency_ms)
             turn.after.append(lambda: add_figures(stats, done))
-    total_ms = (time.monotonic() - turn.started) * 1000
+    total_ms = (turn.clock.monotonic() - turn.started) * 1000
     parts = [f"{name}_ms={value:.0f}" for name, value in turn.marks.items()]
     parts += [f"{name}={value}" for name, value in turn.details.items()]
     # The same fields again as structured data, for LOG_FORMAT=json.

@@ -5,18 +5,14 @@ from __future__ import annotations
 import time
 
 from app.limits import Limits, TurnLease, backoff_delays, normalize_number
+from tests.fake_clock import FakeClock
 
 NUMBER = "+15551230000"
 
 
-class Clock:
+def Clock(now: float = 1_767_225_600.0) -> FakeClock:  # 2026-01-01T00:00:00Z
     """A settable clock, so windows open and close when the test says."""
-
-    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+    return FakeClock(now)
 
 
 def test_number_normalisation_and_lists(moto_storage):
@@ -65,7 +61,7 @@ def test_daily_cap_takes_precedence_and_resets_next_day(moto_storage):
 def test_zero_means_no_limit_and_no_writes(moto_storage):
     limits = Limits(moto_storage, clock=Clock())
     assert all(limits.check_rate(NUMBER).allowed for _ in range(20))
-    assert moto_storage.get_counter(NUMBER, f"rate_m_{int(Clock()() // 60)}") == 0
+    assert moto_storage.get_counter(NUMBER, f"rate_m_{int(Clock().time() // 60)}") == 0
     assert limits.reserve_model_call()
     assert limits.budget_status() == {"spent": False}
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from app.bounded import Bounded
 from app.config import load_config
 from app.limits import Limits
 from app.persona import OfflineResponder
-from app.text_handler import RESET_CONFIRMATION, TextHandler
+from app.text_handler import BUSY_LINE, RESET_CONFIRMATION, TextHandler
 from app.turn import Turn
 from app.twilio_form import InboundText
 from conversation import ConversationManager
+from conversation.clock import Clock, SystemClock
 from conversation.daily_stats import DailyStats
 from conversation.inmemory import MemoryStore
+from tests.fake_clock import FakeClock
 
 NUMBER = "+15550007777"
 
 
-def build_handler(store: MemoryStore) -> TextHandler:
+def build_handler(store: MemoryStore, clock: Clock | None = None) -> TextHandler:
     config = load_config({"TWILIO_AUTH_TOKEN": "t" * 32}, environ={}, dotenv_path=None)
     return TextHandler(
         config,
@@ -30,6 +34,7 @@ def build_handler(store: MemoryStore) -> TextHandler:
         memory=None,
         daily_stats=DailyStats(store),
         bounded=Bounded(),
+        clock=clock or SystemClock(),
     )
 
 
@@ -58,3 +63,17 @@ def test_a_repeated_sid_is_a_duplicate_and_reset_is_confirmed():
     assert again.kind == "duplicate" and again.answer == first.answer
     reset = handler.handle(text("reset", "SM" + "3" * 32), Turn.begin(10))
     assert reset.kind == "reset" and reset.answer == RESET_CONFIRMATION
+
+
+def test_a_number_busy_elsewhere_waits_its_share_of_the_deadline_on_the_clock():
+    # Another worker holds the number's turn. The text polls for it for half its deadline
+    # (5 of 10 s) and then gets the busy line; on a fake clock the waiting takes no time.
+    store = MemoryStore()
+    assert store.acquire_lease(NUMBER, "another-worker", 60)
+    clock = FakeClock()
+    handler = build_handler(store, clock)
+    turn = Turn.begin(10, clock)
+    outcome = handler.handle(text("anyone?", "SM" + "4" * 32), turn)
+    assert outcome.kind == "busy" and outcome.answer == BUSY_LINE
+    assert len(clock.slept) > 5 and 4.5 <= sum(clock.slept) <= 5.0
+    assert turn.marks["turn"] == pytest.approx(sum(clock.slept) * 1000)

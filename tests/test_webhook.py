@@ -17,6 +17,7 @@ from app.sms import count_segments
 from app.webhook import BUSY_LINE, DAY_NOTICE, MINUTE_NOTICE, RESET_CONFIRMATION
 from conversation import ConversationManager, StorageError, StorageUnavailable
 from conversation.models import Message
+from tests.fake_clock import FakeClock
 from tests.twilio_helpers import AUTH_TOKEN, Texter, parse_twiml, sid_for, twiml_bodies
 
 NUMBER = "+15551234567"
@@ -71,14 +72,9 @@ class ScriptedResponder:
         return FakeReply(self.text or f"{self.prefix}: {said}", model=self.prefix)
 
 
-class FixedClock:
+def FixedClock() -> FakeClock:
     """A clock pinned inside one minute, so window tests never straddle a boundary."""
-
-    def __init__(self, now: float = 1_767_225_630.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+    return FakeClock(1_767_225_630.0)
 
 
 @pytest.fixture
