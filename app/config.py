@@ -15,6 +15,9 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+# Defaults the conversation layer uses too live there, once; the table below takes them.
+from conversation import defaults as shared
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it."""
@@ -78,20 +81,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_MESSAGING_SERVICE_SID", None, _str, "Messaging service (MG...) that sends replies; empty: the number the text was sent to sends them."),
     Setting("TWILIO_API_BASE_URL", None, _str, "Base URL of the Messages API (a local stand-in for runs and tests); empty means Twilio (https://api.twilio.com)."),
     # Storage
-    Setting("DYNAMODB_TABLE_NAME", "DadaCatConversations", _str, "DynamoDB table holding conversations."),
+    Setting("DYNAMODB_TABLE_NAME", shared.TABLE_NAME, _str, "DynamoDB table holding conversations."),
     Setting("AWS_REGION", None, _str, "AWS region of the table. Empty means boto3's own chain (AWS_DEFAULT_REGION, the profile); us-east-1 only with AWS_ENDPOINT_URL."),
     Setting("AWS_ENDPOINT_URL", None, _str, "DynamoDB endpoint; set for DynamoDB Local (http://127.0.0.1:8000). Empty means AWS."),
     Setting("DYNAMODB_AUTO_CREATE", True, _bool, "Create the table on first use if missing (needs CreateTable; off is least privilege)."),
-    Setting("DYNAMODB_CONNECT_TIMEOUT", 1.0, _float, "Seconds to wait for a connection to DynamoDB."),
-    Setting("DYNAMODB_READ_TIMEOUT", 3.0, _float, "Seconds to wait for one DynamoDB answer."),
-    Setting("DYNAMODB_MAX_RETRIES", 1, _int, "Retries of a throttled or failed DynamoDB request (botocore standard mode); a texter is waiting."),
+    Setting("DYNAMODB_CONNECT_TIMEOUT", shared.DYNAMODB_CONNECT_TIMEOUT, _float, "Seconds to wait for a connection to DynamoDB."),
+    Setting("DYNAMODB_READ_TIMEOUT", shared.DYNAMODB_READ_TIMEOUT, _float, "Seconds to wait for one DynamoDB answer."),
+    Setting("DYNAMODB_MAX_RETRIES", shared.DYNAMODB_MAX_RETRIES, _int, "Retries of a throttled or failed DynamoDB request (botocore standard mode); a texter is waiting."),
     Setting("CONVERSATION_TTL_DAYS", None, _float, "Delete conversations this many days after their last message (DynamoDB TTL). Empty keeps them."),
     # Memory
-    Setting("HISTORY_MAX_MESSAGES", 20, _int, "Most earlier messages sent to the model with each text."),
-    Setting("HISTORY_MAX_CHARS", 6000, _int, "Most characters of earlier messages sent to the model with each text."),
+    Setting("HISTORY_MAX_MESSAGES", shared.HISTORY_MAX_MESSAGES, _int, "Most earlier messages sent to the model with each text."),
+    Setting("HISTORY_MAX_CHARS", shared.HISTORY_MAX_CHARS, _int, "Most characters of earlier messages sent to the model with each text."),
     Setting("MEMORY_SUMMARY", True, _bool, "Fold messages that leave the window into a running summary the model reads (needs a model)."),
-    Setting("MEMORY_UPDATE_EVERY", 10, _int, "Update the running summary about once every this many messages (at least 1)."),
-    Setting("MEMORY_SUMMARY_MAX_CHARS", 1000, _int, "Longest running summary, in characters (100 to 4000)."),
+    Setting("MEMORY_UPDATE_EVERY", shared.MEMORY_UPDATE_EVERY, _int, "Update the running summary about once every this many messages (at least 1)."),
+    Setting("MEMORY_SUMMARY_MAX_CHARS", shared.MEMORY_SUMMARY_MAX_CHARS, _int, "Longest running summary, in characters (100 to 4000)."),
     # Model
     Setting("OPENAI_API_KEY", None, _str, "OpenAI (or compatible server) API key. Empty: the offline DadaCat persona answers.", True),
     Setting("OPENAI_MODEL", "gpt-4o-mini", _str, "Chat model used for replies."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conversation import defaults
 from conversation.active_ids import ActiveIds
 from conversation.errors import ConversationNotFound, MessageTooLarge
 from conversation.ids import check_user_id
@@ -13,7 +14,7 @@ from conversation.store import ConversationStore
 
 # An SMS body is at most 1,600 characters; replies are held to the same cap.
 DEFAULT_MAX_CONTENT_CHARS = 1600
-DEFAULT_HISTORY_LIMIT = 50
+DEFAULT_HISTORY_LIMIT = defaults.HISTORY_MAX_MESSAGES
 
 
 class ConversationManager:

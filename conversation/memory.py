@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conversation import defaults
 from conversation.models import Conversation, Message
 from conversation.window import context_window
 
@@ -61,10 +62,10 @@ MESSAGE_CHARS = 600
 class MemoryPolicy:
     """When to update a conversation's summary, what to fold, and how big it may be."""
 
-    window_messages: int = 20
-    window_chars: int = 6000
-    update_every: int = 10
-    max_chars: int = 1000
+    window_messages: int = defaults.HISTORY_MAX_MESSAGES
+    window_chars: int = defaults.HISTORY_MAX_CHARS
+    update_every: int = defaults.MEMORY_UPDATE_EVERY
+    max_chars: int = defaults.MEMORY_SUMMARY_MAX_CHARS
     max_fold: int = 200
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from conversation import defaults
 from conversation.dynamodb.batches import Batches
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
@@ -51,9 +52,9 @@ class DynamoDBStorage:
         ttl_days: float | None = None,
         auto_create: bool = True,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
-        max_retries: int = 3,
-        connect_timeout: float = 2.0,
-        read_timeout: float = 5.0,
+        max_retries: int = defaults.DYNAMODB_MAX_RETRIES,
+        connect_timeout: float = defaults.DYNAMODB_CONNECT_TIMEOUT,
+        read_timeout: float = defaults.DYNAMODB_READ_TIMEOUT,
         activity_lookback_days: int = DEFAULT_ACTIVITY_LOOKBACK_DAYS,
     ) -> None:
         self.table = Table(

@@ -134,8 +134,10 @@ def moto_storage():
 @pytest.fixture
 def local_storage(ddb_local):
     """Return a store on the real DynamoDB Local server, in a fresh table."""
+    # More patient than the bot's defaults: DynamoDB Local shares a busy machine with the tests.
     storage = DynamoDBStorage(
-        f"t-{uuid.uuid4().hex[:8]}", endpoint_url=ddb_local.endpoint_url, region_name="us-east-1"
+        f"t-{uuid.uuid4().hex[:8]}", endpoint_url=ddb_local.endpoint_url, region_name="us-east-1",
+        max_retries=3, connect_timeout=2.0, read_timeout=5.0,
     )
     storage.create_table()
     yield storage

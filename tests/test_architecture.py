@@ -230,3 +230,31 @@ def test_one_function_fits_a_reply():
         if isinstance(node, ast.FunctionDef) and node.name in {"clip", "truncate", "shorten", "cut"}
     ]
     assert cutters == ["app/sms.py: truncate"]
+
+
+def test_shared_defaults_live_once_in_conversation_defaults():
+    # app/config.py's settings and the conversation layer's constructors take the same values
+    # from conversation/defaults.py (the conversation layer cannot import app).
+    import inspect
+
+    from app.config import DEFAULTS
+    from conversation import ConversationManager, DynamoDBStorage, defaults
+    from conversation.memory import MemoryPolicy
+
+    shared = {name: value for name, value in vars(defaults).items() if name.isupper()}
+    assert {("DYNAMODB_" + name if name == "TABLE_NAME" else name): value
+            for name, value in shared.items()} == {
+        name: DEFAULTS[name] for name in
+        [("DYNAMODB_" + name if name == "TABLE_NAME" else name) for name in shared]}
+    storage = inspect.signature(DynamoDBStorage).parameters
+    assert (storage["max_retries"].default, storage["connect_timeout"].default,
+            storage["read_timeout"].default) == (DEFAULTS["DYNAMODB_MAX_RETRIES"],
+                                                 DEFAULTS["DYNAMODB_CONNECT_TIMEOUT"],
+                                                 DEFAULTS["DYNAMODB_READ_TIMEOUT"])
+    assert DynamoDBStorage(client=object()).table_name == DEFAULTS["DYNAMODB_TABLE_NAME"]
+    manager = inspect.signature(ConversationManager).parameters
+    assert manager["history_limit"].default == DEFAULTS["HISTORY_MAX_MESSAGES"]
+    policy = MemoryPolicy()
+    assert (policy.window_messages, policy.window_chars, policy.update_every, policy.max_chars) == (
+        DEFAULTS["HISTORY_MAX_MESSAGES"], DEFAULTS["HISTORY_MAX_CHARS"],
+        DEFAULTS["MEMORY_UPDATE_EVERY"], DEFAULTS["MEMORY_SUMMARY_MAX_CHARS"])

@@ -31,6 +31,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from conversation import defaults
 from conversation.dynamodb import codec, keys
 from conversation.errors import (
     MessageTooLarge,
@@ -43,7 +44,7 @@ from conversation.models import utc_now
 
 log = logging.getLogger("conversation.storage")
 
-DEFAULT_TABLE_NAME = "DadaCatConversations"
+DEFAULT_TABLE_NAME = defaults.TABLE_NAME
 # DynamoDB's hard limit is 409,600 bytes; stay well below it so a header
 # update or an index projection can never push an item over.
 DEFAULT_MAX_ITEM_BYTES = 350_000
@@ -119,9 +120,9 @@ class Table:
         client: Any = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
-        max_retries: int = 3,
-        connect_timeout: float = 2.0,
-        read_timeout: float = 5.0,
+        max_retries: int = defaults.DYNAMODB_MAX_RETRIES,
+        connect_timeout: float = defaults.DYNAMODB_CONNECT_TIMEOUT,
+        read_timeout: float = defaults.DYNAMODB_READ_TIMEOUT,
         auto_create: bool = True,
         ttl_days: float | None = None,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
