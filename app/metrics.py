@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 
 from app.config import Settings
+from app.limits import Limits
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class Metrics:
 
     # ------------------------------------------------------------------ scrape
 
-    def exposition(self, limits: Any) -> bytes:
+    def exposition(self, limits: Limits) -> bytes:
         """Return every worker's figures (or this process's) and today's budget, in text format."""
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
@@ -137,7 +138,7 @@ class _Forward:
 class _Budget:
     """Today's remaining model budget, read from DynamoDB at scrape time (any worker sees the same)."""
 
-    def __init__(self, limits: Any) -> None:
+    def __init__(self, limits: Limits) -> None:
         self._limits = limits
 
     def collect(self) -> Iterator[Any]:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from app.bounded import Bounded, OutOfTime
 from app.coalesce import as_inbound, covered, holder_read, repeat_answer, unanswered_texts
 from app.config import Settings
-from app.limits import Limits, Reservation, TurnLease, backoff_delays
+from app.limits import Limits, RateVerdict, Reservation, TurnLease, backoff_delays
 from app.logutil import mask_number
 from app.memory import MemoryKeeper
-from app.replies import LAST_RESORT, Responder
+from app.replies import LAST_RESORT, Reply, Responder
 from app.sms import count_segments, fit_reply, parse_command, truncate
 from app.turn import Outcome, Turn, tokens_of
 from app.twilio_form import InboundText
@@ -375,7 +375,7 @@ class TextHandler:
 
     def ask(self, responder: Responder, context: list[Message], text: InboundText, message: Message,
             turn: Turn,
-            summary: str | None = None) -> Any:
+            summary: str | None = None) -> Reply:
         """Get the persona's reply; a responder that breaks its never-raise promise gets the offline one."""
         kwargs: dict[str, Any] = {"deadline": turn.model_deadline, "media_urls": text.media_urls,
                                   "message_id": message.message_id}
@@ -434,7 +434,7 @@ class TextHandler:
         return content
 
     def first_text_today(
-        self, limits: Limits, verdict: Any, number: str, history: list[Message], message: Message
+        self, limits: Limits, verdict: RateVerdict, number: str, history: list[Message], message: Message
     ) -> bool:
         """Return whether this is the number's first text today that reached the limits.
 

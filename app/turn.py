@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.replies import Reply
 from conversation import StorageError
 from conversation.clock import Clock, SystemClock
 from conversation.daily_stats import DailyStats
@@ -100,7 +101,7 @@ def add_figures(stats: DailyStats, turn: Turn) -> None:
         log.warning("sms sid=%s: could not add to the daily figures: %s", turn.sid, exc)
 
 
-def tokens_of(reply: Any) -> int:
+def tokens_of(reply: Reply) -> int:
     """The total tokens a reply used (0 when it says nothing)."""
     usage = getattr(reply, "usage", None) or {}
     return int(usage.get("total_tokens") or 0)

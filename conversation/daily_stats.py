@@ -6,21 +6,21 @@ turn adds its figures to one of them (picked at random) with a single
 no partition takes more than its share of the writes. Model latency is kept
 as counts per latency bucket, which is enough for percentiles. Reading a
 period is BatchGetItem on its ``days * SHARDS`` keys (100 keys per request),
-whatever the traffic was.
+whatever the traffic was. The store keeps the shards (``DailyFigures`` in conversation/store.py);
+this module owns the figures, the sharding and the latency buckets.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
-from conversation.dynamodb import keys
 from conversation.models import utc_now
+from conversation.store import Coordination, DailyFigures
 
 SHARDS = 4
 # Upper bounds of the latency buckets, in milliseconds; one more bucket holds the rest.
@@ -81,6 +81,10 @@ def bucket_bound(index: int) -> int:
     return LATENCY_BOUNDS_MS[-1] * 2
 
 
+class DailyFiguresStore(DailyFigures, Coordination, Protocol):
+    """What the day's figures need of a store: the figure shards, and a counter per number."""
+
+
 def latency_bucket(latency_ms: float) -> int:
     """Return the index of the bucket a latency falls in."""
     return bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
@@ -89,13 +93,13 @@ def latency_bucket(latency_ms: float) -> int:
 class DailyStats:
     """Add a turn's figures to today's aggregates and read them back per day.
 
-    :param storage: the DynamoDB store whose table (and client) holds the aggregates.
+    :param storage: the store that keeps the figure shards (DynamoDB, or in memory).
     :param clock: returns the current aware UTC datetime; tests move days with it.
     """
 
     def __init__(
         self,
-        storage: Any,
+        storage: DailyFiguresStore,
         *,
         shards: int = SHARDS,
         clock: Callable[[], datetime] = utc_now,
@@ -105,10 +109,6 @@ class DailyStats:
         self.shards = shards
         self.clock = clock
         self.pick = pick
-
-    @staticmethod
-    def _key(day: date, shard: int) -> dict[str, dict[str, str]]:
-        return keys.stats_key(day.isoformat(), shard)
 
     def add(self, figures: Mapping[str, int], *, latency_ms: float | None = None) -> None:
         """Add figures (names from FIGURES) and one model latency to today, in one write."""
@@ -120,21 +120,9 @@ class DailyStats:
             amounts[f"lat_{latency_bucket(latency_ms)}"] = 1
         if not amounts:
             return
-        today = self.clock().date()
-        names = {f"#f{i}": name for i, name in enumerate(sorted(amounts))}
-        values: dict[str, Any] = {
-            f":f{i}": {"N": str(amounts[name])} for i, name in enumerate(sorted(amounts))
-        }
-        values[":exp"] = {"N": str(int(time.time()) + KEEP_DAYS * 86400)}
-        adds = ", ".join(f"#f{i} :f{i}" for i in range(len(names)))
-        self.storage.table.call(
-            "update_item",
-            TableName=self.storage.table_name,
-            Key=self._key(today, self.pick(self.shards)),
-            UpdateExpression=f"ADD {adds} SET expires_at = if_not_exists(expires_at, :exp)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        now = self.clock()
+        self.storage.add_figures(now.date().isoformat(), self.pick(self.shards), amounts,
+                                 expires_at=int(now.timestamp()) + KEEP_DAYS * 86400)
 
     def first_text_today(self, number: str) -> bool:
         """Count a text from ``number`` today; True when it is the number's first of the day.
@@ -150,21 +138,18 @@ class DailyStats:
             raise ValueError(f"days must be between 1 and {KEEP_DAYS}")
         today = self.clock().date()
         wanted = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
-        wanted_keys = [self._key(day, shard) for day in wanted for shard in range(self.shards)]
-        found = self.storage.table.batch_get(wanted_keys)
+        found = self.storage.read_figures(
+            [(day.isoformat(), shard) for day in wanted for shard in range(self.shards)])
         result = []
         for day in wanted:
             stats = DayStats(day)
             for shard in range(self.shards):
-                key = self._key(day, shard)
-                item = found.get((key["pk"]["S"], key["sk"]["S"]))
-                if item is None:
+                figures = found.get((day.isoformat(), shard))
+                if figures is None:
                     continue
                 for name in FIGURES:
-                    if name in item:
-                        stats.figures[name] += int(item[name]["N"])
+                    stats.figures[name] += figures.get(name, 0)
                 for index in range(len(stats.latency)):
-                    if f"lat_{index}" in item:
-                        stats.latency[index] += int(item[f"lat_{index}"]["N"])
+                    stats.latency[index] += figures.get(f"lat_{index}", 0)
             result.append(stats)
         return result

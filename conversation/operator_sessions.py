@@ -11,54 +11,40 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 
-from conversation.dynamodb import keys
+from conversation.store import ConsoleSessions
 
 
 class OperatorSessions:
-    """Start, check and end console sessions in the conversation table.
+    """Start, check and end console sessions in the store.
 
-    :param storage: the DynamoDB store whose table (and client) holds the sessions.
+    :param storage: the store that keeps the sessions (DynamoDB, or in memory).
     :param clock: seconds since the epoch; tests move it to expire sessions.
     """
 
-    def __init__(self, storage: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, storage: ConsoleSessions, *, clock: Callable[[], float] = time.time) -> None:
         self.storage = storage
         self.clock = clock
 
     @staticmethod
-    def _key(session_id: str) -> dict[str, dict[str, str]]:
-        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-        return keys.console_session_key(digest)
+    def _digest(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
     def start(self, seconds: float) -> str:
-        """Store a new session lasting ``seconds`` and return its id (one PutItem)."""
+        """Store a new session lasting ``seconds`` and return its id (one write)."""
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
-        self.storage.table.call(
-            "put_item",
-            TableName=self.storage.table_name,
-            Item={
-                **self._key(session_id),
-                "created_at": {"N": str(int(now))},
-                "expires_at": {"N": str(int(now + seconds))},
-            },
-        )
+        self.storage.put_session(self._digest(session_id), created_at=int(now), expires_at=int(now + seconds))
         return session_id
 
     def is_live(self, session_id: str) -> bool:
-        """Return whether the session exists and has not expired (one consistent GetItem)."""
+        """Return whether the session exists and has not expired (one consistent read)."""
         if not session_id or len(session_id) > 100:
             return False
-        response = self.storage.table.call(
-            "get_item", TableName=self.storage.table_name, Key=self._key(session_id), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return item is not None and int(item["expires_at"]["N"]) > self.clock()
+        expires_at = self.storage.session_expires_at(self._digest(session_id))
+        return expires_at is not None and expires_at > self.clock()
 
     def end(self, session_id: str) -> None:
-        """Delete the session; later requests carrying its id are signed out (one DeleteItem)."""
+        """Delete the session; later requests carrying its id are signed out (one delete)."""
         if session_id and len(session_id) <= 100:
-            table = self.storage.table
-            table.call("delete_item", TableName=table.name, Key=self._key(session_id))
+            self.storage.delete_session(self._digest(session_id))

@@ -9,10 +9,11 @@ pattern are described in ``docs/data-model.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from conversation import defaults
+from conversation.dynamodb.aggregates import Aggregates
 from conversation.dynamodb.batches import Batches
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
@@ -78,6 +79,7 @@ class DynamoDBStorage:
         self.coordination = Coordination(self.table)
         self.summaries = Summaries(self.table)
         self.work = Work(self.table)
+        self.aggregates = Aggregates(self.table)
 
     def __repr__(self) -> str:
         return f"DynamoDBStorage(table={self.table.name!r})"
@@ -367,3 +369,25 @@ class DynamoDBStorage:
     def due_work(self, now: float, limit: int) -> list[str]:
         """Return up to ``limit`` numbers whose work nobody is doing (one Query per shard)."""
         return self.work.due(now, limit)
+
+    # ------------------------------------------------------ figures and sessions
+
+    def add_figures(self, day: str, shard: int, amounts: Mapping[str, int], *, expires_at: int) -> None:
+        """Add to one shard of a day's figures (one UpdateItem)."""
+        self.aggregates.add_figures(day, shard, amounts, expires_at=expires_at)
+
+    def read_figures(self, shards: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[str, int]]:
+        """Return the figures of the shards asked for (BatchGetItem)."""
+        return self.aggregates.read_figures(shards)
+
+    def put_session(self, digest: str, *, created_at: int, expires_at: int) -> None:
+        """Store a console session (one PutItem)."""
+        self.aggregates.put_session(digest, created_at=created_at, expires_at=expires_at)
+
+    def session_expires_at(self, digest: str) -> int | None:
+        """Return when a console session ends, or None (one consistent GetItem)."""
+        return self.aggregates.session_expires_at(digest)
+
+    def delete_session(self, digest: str) -> None:
+        """Delete a console session (one DeleteItem)."""
+        self.aggregates.delete_session(digest)

@@ -23,7 +23,7 @@ Shared rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -122,9 +122,40 @@ class WorkQueue(Protocol):
         ...
 
 
+class DailyFigures(Protocol):
+    """Per-day usage figures, each day split over a few shards so concurrent turns never conflict."""
+
+    def add_figures(self, day: str, shard: int, amounts: Mapping[str, int], *, expires_at: int) -> None:
+        """Add ``amounts`` (figure name -> count) to shard ``shard`` of ``day`` (``YYYY-MM-DD``).
+
+        ``expires_at`` (epoch seconds) is when the shard may be forgotten, set by its first write.
+        """
+        ...
+
+    def read_figures(self, shards: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[str, int]]:
+        """Return the figures of each (day, shard) asked for that has any; absent ones are left out."""
+        ...
+
+
+class ConsoleSessions(Protocol):
+    """Operator console sessions, kept by the digest of their id (never the id itself)."""
+
+    def put_session(self, digest: str, *, created_at: int, expires_at: int) -> None:
+        """Store a session that lasts until ``expires_at`` (epoch seconds)."""
+        ...
+
+    def session_expires_at(self, digest: str) -> int | None:
+        """Return when the session ends (epoch seconds, strongly consistent), or None when unknown."""
+        ...
+
+    def delete_session(self, digest: str) -> None:
+        """Forget the session (an unknown one is fine)."""
+        ...
+
+
 @runtime_checkable
-class ConversationStore(Coordination, WorkQueue, Protocol):
-    """Users, conversations and messages, plus coordination."""
+class ConversationStore(Coordination, WorkQueue, DailyFigures, ConsoleSessions, Protocol):
+    """Users, conversations and messages, plus coordination, the day's figures and console sessions."""
 
     def ping(self) -> None:
         """Raise a StorageError when the store cannot be reached."""

@@ -70,8 +70,9 @@ def test_conversation_knows_nothing_of_the_web_and_app_nothing_of_boto():
         assert not _imports(path) & {"boto3", "botocore"}, path
 
 
-def test_no_conversation_module_is_over_500_lines():
-    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _sources("conversation")}
+def test_no_app_or_conversation_module_is_over_500_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for p in _sources("app", "conversation")}
     assert not {name: lines for name, lines in sizes.items() if lines > 500}
 
 
@@ -258,3 +259,20 @@ def test_shared_defaults_live_once_in_conversation_defaults():
     assert (policy.window_messages, policy.window_chars, policy.update_every, policy.max_chars) == (
         DEFAULTS["HISTORY_MAX_MESSAGES"], DEFAULTS["HISTORY_MAX_CHARS"],
         DEFAULTS["MEMORY_UPDATE_EVERY"], DEFAULTS["MEMORY_SUMMARY_MAX_CHARS"])
+
+
+def test_the_day_figures_and_console_sessions_go_through_the_store_protocol():
+    # Outside the DynamoDB package and its facade, nothing reaches the table or its client.
+    facade = ROOT / "conversation" / "storage.py"
+    reaching = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in _sources("app", "conversation")
+        if "dynamodb" not in path.parts and path != facade
+        for line in path.read_text().splitlines()
+        if re.search(r"storage\.(table|client)\b|\.table\.call\(", line)
+    ]
+    assert not reaching
+    for name in ("daily_stats.py", "operator_sessions.py"):
+        imported = {node.module for node in ast.walk(ast.parse((ROOT / "conversation" / name).read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {module for module in imported if "dynamodb" in module}, name

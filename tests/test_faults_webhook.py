@@ -51,7 +51,9 @@ def stored(manager, number=NUMBER):
 
 
 def test_dynamodb_throttling_is_retried_and_the_turn_completes(local_storage, fake, request):
-    storage = DynamoDBStorage(local_storage.table_name, endpoint_url=local_storage.client.meta.endpoint_url)
+    # Three retries (the bot's default is one): two throttles and a failed Query are retried away.
+    storage = DynamoDBStorage(local_storage.table_name, endpoint_url=local_storage.client.meta.endpoint_url,
+                              max_retries=3)
     request.addfinalizer(storage.close)
     # botocore backs off up to a few seconds on throttling: use the default deadline.
     app = build_app(storage, fake, REPLY_DEADLINE_SECONDS=10.0)

@@ -506,3 +506,37 @@ def test_the_manager_forgets_the_id_it_resets_archives_deletes_or_erases(manager
     manager.erase_user(USER)
     assert manager.active_ids.get(USER) is None
     assert manager.get_message_count(USER) == 0
+
+
+# ------------------------------------------------------------- figures and sessions
+
+
+def test_figure_shards_add_up_and_read_back_only_where_written(store):
+    expires = int(time.time()) + 86400
+    store.add_figures("2026-01-02", 0, {"texts": 2, "lat_3": 1}, expires_at=expires)
+    store.add_figures("2026-01-02", 0, {"texts": 1, "replies": 4}, expires_at=expires)
+    store.add_figures("2026-01-02", 3, {"tokens": 7}, expires_at=expires)
+    store.add_figures("2026-01-03", 1, {}, expires_at=expires)  # nothing to add: nothing written
+    found = store.read_figures([("2026-01-02", 0), ("2026-01-02", 1), ("2026-01-02", 3), ("2026-01-03", 1)])
+    assert found == {("2026-01-02", 0): {"texts": 3, "lat_3": 1, "replies": 4},
+                     ("2026-01-02", 3): {"tokens": 7}}
+    assert store.read_figures([]) == {}
+
+
+def test_many_figure_shards_are_read_at_once(store):
+    expires = int(time.time()) + 86400
+    wanted = [(f"2026-02-{day:02d}", shard) for day in range(1, 29) for shard in range(4)]  # 112 keys
+    for day, shard in wanted[::5]:
+        store.add_figures(day, shard, {"texts": shard + 1}, expires_at=expires)
+    found = store.read_figures(wanted)
+    assert found == {(day, shard): {"texts": shard + 1} for day, shard in wanted[::5]}
+
+
+def test_console_sessions_by_digest(store):
+    assert store.session_expires_at("d" * 64) is None
+    store.put_session("d" * 64, created_at=100, expires_at=200)
+    assert store.session_expires_at("d" * 64) == 200
+    assert store.session_expires_at("e" * 64) is None
+    store.delete_session("d" * 64)
+    store.delete_session("d" * 64)  # again: fine
+    assert store.session_expires_at("d" * 64) is None

@@ -19,6 +19,7 @@ from typing import Any
 
 from conversation.cursors import decode_cursor, encode_cursor
 from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge, StaleMetadata
+from conversation.inmemory.aggregates import MemoryAggregates
 from conversation.inmemory.coordination import MemoryCoordination
 from conversation.inmemory.summaries import MemorySummaries
 from conversation.inmemory.work import MemoryWork
@@ -58,7 +59,7 @@ def _time_key(timestamp: str) -> str:
     return parse_iso(timestamp).strftime("%Y%m%dT%H%M%S.%f")
 
 
-class MemoryStore(MemoryWork, MemoryCoordination, MemorySummaries):
+class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummaries):
     """Conversations, messages, leases and counters in memory (see :mod:`conversation.store`)."""
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
