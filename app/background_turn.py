@@ -32,6 +32,9 @@ from conversation.models import Message
 
 log = logging.getLogger("app.webhook")
 
+# Work that keeps failing (a sweep retries it every RECOVERY_SECONDS / 4) is dropped once its
+# first unanswered text is this old, so a broken turn cannot call the model forever.
+GIVE_UP_SECONDS = 1800.0
 # Pauses between attempts to store a reply the webhook already answers with.
 HANDED_STORE_PAUSES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -61,12 +64,23 @@ class BackgroundTurn:
                     handoff.nothing()  # whatever happened, the webhook stops waiting for this pass
             handoff = None  # later passes send through the Messages API
             if not settled:
-                storage.release_work(number, owner)
+                self.leave(number, owner, current)
                 return False
             if storage.finish_work(number, owner, current):
                 return True
             current = storage.claim_work(number, owner, self.claim_seconds)  # newer texts: again
         return False
+
+    def leave(self, number: str, owner: str, version: int) -> None:
+        """Release unfinished work for a later pass, or drop it once it has failed for too long."""
+        storage = self.handler.storage
+        item = storage.get_work(number)
+        if item is not None and time.time() - item.since > GIVE_UP_SECONDS:
+            log.error("gave up on the texts of %s: unanswered for %.0f s", mask_number(number),
+                      time.time() - item.since)
+            if storage.finish_work(number, owner, item.version):
+                return
+        storage.release_work(number, owner)
 
     def answer_once(self, number: str, owner: str, handoff: Handoff | None) -> bool:
         """Settle earlier replies and answer the unanswered texts; False when a delivery is unsettled."""

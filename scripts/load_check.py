@@ -55,6 +55,7 @@ class LoadReport:
     duplicates_stored: int = 0
     texts_lost: int = 0
     texts_without_reply: int = 0
+    answered_together: int = 0  # texts of a burst answered by the one reply to a later text
     out_of_order: int = 0
     counter_mismatches: int = 0
     retry_answers_differing: int = 0
@@ -286,7 +287,12 @@ def verify(manager: ConversationManager, sent: dict[str, list[tuple[str, str]]],
         report.texts_lost += len(set(wanted) - set(ids))
         replied_to = [m.reply_to for m in replies]
         report.duplicates_stored += len(replied_to) - len(set(replied_to))
-        report.texts_without_reply += len(set(wanted) - set(replied_to))
+        # A reply answers every text before it that had none (a burst is answered together).
+        last_reply = max((i for i, m in enumerate(stored) if m.role == "assistant"), default=-1)
+        position = {m.message_id: i for i, m in enumerate(stored) if m.role == "user"}
+        covered = {sid for sid in wanted if position.get(sid, len(stored)) < last_reply}
+        report.texts_without_reply += len(set(wanted) - covered)
+        report.answered_together += len(covered - set(replied_to))
         if number != burst_number:
             order = [sid for sid in ids if sid in set(wanted)]
             if order != wanted:

@@ -21,8 +21,9 @@ def test_nothing_is_lost_or_doubled_under_load(ddb_local):
     assert report.http_errors == {}
     assert report.http_ok == report.deliveries_sent
     assert report.texts_stored == texts
-    assert report.replies_stored == texts
-    assert report.answered_in_twiml == texts
+    # Every text is answered: by its own reply, or (in the burst) by one reply to a later text.
+    assert report.replies_stored == texts - report.answered_together
+    assert report.answered_in_twiml == report.replies_stored
     assert (report.duplicates_stored, report.texts_lost, report.texts_without_reply) == (0, 0, 0)
     assert (report.out_of_order, report.counter_mismatches, report.retry_answers_differing) == (0, 0, 0)
     assert report.clean

@@ -184,3 +184,25 @@ def test_a_reply_goes_through_the_official_client_to_the_messages_api(storage):
         finally:
             pool_of(app).drain(30)
             pool_of(app).close()
+
+
+def test_a_turn_that_keeps_failing_is_left_for_recovery_then_given_up(apps, sender, monkeypatch):
+    import app.background_turn as background_turn
+    from conversation import StorageError
+
+    app = apps(responder=open_responder())
+    manager = services(app).text_handler.manager
+
+    def broken(*args, **kwargs):
+        raise StorageError("the conversation cannot be read")
+
+    monkeypatch.setattr(manager, "get_history", broken)
+    Texter(app.test_client(), number=NUMBER).text("are you there")
+    settle(app)
+    work = services(app).storage.get_work(NUMBER)
+    assert work is not None and work.owner is None  # released: a sweep tries again
+    monkeypatch.setattr(background_turn, "GIVE_UP_SECONDS", -1.0)  # as if it failed for too long
+    assert pool_of(app).sweep(time.time() + 60) == 1
+    settle(app)
+    assert services(app).storage.get_work(NUMBER) is None  # dropped, not retried forever
+    assert sender.sent == []
