@@ -69,10 +69,11 @@ def targets(results: dict[str, Any]) -> list[Row]:
                      run["requests_per_turn"] <= 4 if quick else None, ""))
     loops = _loops(results)
     if loops:
-        top = max(loops, key=lambda r: (r["texters"], r["texters"] / r["latency"]))
+        top = max(loops, key=lambda r: max(r["rss_mb"] or [0.0]))
         rss = max(top["rss_mb"] or [float("nan")])
-        rows.append((f"RSS per worker at the largest load ({top['mode']}, N={top['texters']})", "report",
-                     f"{rss:.0f} MB (largest worker)", None, ""))
+        rows.append(("RSS per worker at the largest load", "report",
+                     f"{rss:.0f} MB (largest worker; {top['mode']}, N={top['texters']}, "
+                     f"REPLY_WORKERS={top['settings'].get('REPLY_WORKERS', '?')})", None, ""))
     return rows
 
 
@@ -132,20 +133,23 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
         "*Lost* is a text with no reply at all (TwiML or Messages API), *doubled* a text with more than "
         "one, counted per number from what the fake Messages API recorded plus the TwiML answers, a "
         "second after the last reply. *Webhook* is the time from sending the request to its HTTP "
-        "answer; *reply* the time until the reply arrived. *Offline* replies are ones that are not the "
+        "answer (the load generator gives up after 60 s, so 60 s means no answer at all; Twilio gives up "
+        "after 15 s, and the text still counts as answered if its reply arrives through the Messages API); "
+        "*no answer* counts those webhooks; *reply* the time until the reply arrived. *Offline* replies are ones that are not the "
         "fake model's text (the offline persona answered)."
     )
     out.append("")
     loops = _loops(results)
     if loops:
-        out.append("| scenario | N | L s | turns/s | ideal N/L | of ideal | texts | TwiML / REST | lost | doubled | offline | webhook p50 ms | webhook p99 ms | webhook max s | reply p50 s | reply p99 s | model calls | RSS per worker MB |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        out.append("| scenario | N | L s | turns/s | ideal N/L | of ideal | texts | TwiML / REST | lost | doubled | offline | webhook p50 ms | webhook p99 ms | webhook max s | no answer | reply p50 s | reply p99 s | model calls | RSS per worker MB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for run in loops:
             out.append(
                 f"| {run['mode']} | {run['texters']} | {run['latency']:g} | {run['throughput']:.1f} | "
                 f"{run['ideal']:.1f} | {run['efficiency']:.0%} | {run['texts']} | {run['via_twiml']} / "
                 f"{run['via_rest']} | {run['lost']} | {run['doubled']} | {run['offline_replies']} | "
                 f"{run['webhook_p50_ms']:.0f} | {run['webhook_p99_ms']:.0f} | {run['webhook_max_s']:.2f} | "
+                f"{run['not_200']} | "
                 f"{run['reply_p50_s']:.1f} | {run['reply_p99_s']:.1f} | {run['model_calls']} | "
                 f"{', '.join(f'{v:.0f}' for v in run['rss_mb'])} |"
             )
@@ -159,6 +163,20 @@ def section(results: dict[str, Any], run: dict[str, Any] | None = None) -> list[
                        + f"; CPU per turn: app {run['app_cpu_ms_per_turn']:.0f} ms, DynamoDB Local "
                        f"{run.get('ddb_cpu_ms_per_turn', float('nan')):.0f} ms; the machine's 2 cores "
                        f"were {run.get('cpu_busy', float('nan')):.0%} busy (all processes, this run and others').")
+        out.append("")
+        ceilings = "; ".join(
+            f"{r['mode']}: {r['app_cpu_ms_per_turn'] + r.get('ddb_cpu_ms_per_turn', float('nan')):.0f} ms, "
+            f"so at most about {2000 / (r['app_cpu_ms_per_turn'] + r.get('ddb_cpu_ms_per_turn', float('nan'))):.0f} "
+            f"turns/s against an ideal N/L of {r['ideal']:.0f}/s" for r in loops)
+        out.append(
+            "What limits it here: a turn's CPU (the app plus DynamoDB Local, which runs on the same cores and "
+            "is far heavier per request than the service) caps what 2 cores can finish even with nothing else "
+            f"running ({ceilings}), and the machine was shared. Past that the closed loop's "
+            "texts queue for the CPU: in DynamoDB Local (so the webhooks' own writes wait behind the background "
+            "turns') and in gunicorn's accept queue. In async mode gunicorn's threads are not the limit (a "
+            "background turn waits on the model on the reply pool, not on a gunicorn thread); in auto mode each "
+            "webhook holds one while it waits for the reply, up to `SYNC_REPLY_SECONDS`."
+        )
         out.append("")
     counts = _counts(results)
     if counts:
