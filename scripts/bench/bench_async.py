@@ -273,7 +273,10 @@ def summarise(turns: list[Turn], outbox_counts: dict[str, int], *, hung: int, st
         doubled += max(0, replies - sent)
     window_start = start + latency
     window = max(1e-9, stop_at - window_start)
-    in_window = [t for t in turns if t.answered_at is not None and window_start <= t.answered_at <= stop_at]
+    # Only the model's replies are turns: an offline reply (a failed store, say) comes back at once
+    # and would flatter the figure.
+    in_window = [t for t in turns if t.answered_at is not None and window_start <= t.answered_at <= stop_at
+                 and is_model_reply(t.reply or "")]
     webhook = [t.webhook_s for t in turns]
     reply_times = [t.answered_at - t.sent_at for t in turns if t.answered_at is not None]
     ideal = texters / latency
