@@ -99,6 +99,7 @@ class BackgroundTurn:
             return True
         last = texts[-1]
         reply, turn = self.ask(number, history, last)
+        reply[1]["covers"] = [text.message_id for text in texts]
         settled = True
         if handoff is not None and handoff.offer(reply[0], last.message_id):
             answered_in = {"answered_in": handoff.sid} if handoff.sid != last.message_id else {}

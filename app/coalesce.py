@@ -1,10 +1,11 @@
 """Bursts: which texts one reply answers, in every reply mode.
 
-A text is *covered* once any reply sorts after it in its conversation: one reply answers
-every text before it that had none. The texts a turn answers together are the user texts
-after the last reply that are not deliberately unanswered (opted out, over the rate limit)
-and not commands; the model sees them all, in order, and the reply is stored as the reply
-to the last of them.
+The texts a turn answers together are the texts it read that no reply covers yet and that
+are not deliberately unanswered (opted out, over the rate limit) nor commands; the model
+sees them all, in order, and the reply is stored as the reply to the last of them, naming
+them all in its metadata (``covers``). A text is *covered* by its own reply or by a reply
+that names it; a text the turn could not see (its write landed after the turn's read) is
+not covered, and is answered by a later turn.
 """
 
 from __future__ import annotations
@@ -20,20 +21,28 @@ from conversation.store import Coordination
 CLOCK_SLACK_SECONDS = 1.0
 
 
-def unanswered_texts(history: list[Message]) -> list[Message]:
-    """Return the texts no reply covers yet, oldest first."""
-    pending: list[Message] = []
+def answered_ids(history: list[Message]) -> set[str]:
+    """Return the ids of the texts the replies in ``history`` answer (their own and those they cover)."""
+    found: set[str] = set()
     for item in history:
         if item.role == "assistant":
-            pending = []
-        elif item.role == "user" and not item.metadata.get("unanswered") and not item.metadata.get("command"):
-            pending.append(item)
-    return pending
+            found.update(str(sid) for sid in item.metadata.get("covers") or ())
+            if item.reply_to:
+                found.add(item.reply_to)
+    return found
+
+
+def unanswered_texts(history: list[Message]) -> list[Message]:
+    """Return the texts no reply covers yet, oldest first."""
+    answered = answered_ids(history)
+    return [item for item in history
+            if item.role == "user" and item.message_id not in answered
+            and not item.metadata.get("unanswered") and not item.metadata.get("command")]
 
 
 def covered(history: list[Message], message: Message) -> bool:
-    """Return whether a reply in ``history`` sorts after ``message`` (it answered it too)."""
-    return any(item.role == "assistant" and message.precedes(item) for item in history)
+    """Return whether a reply in ``history`` answers ``message`` (its own reply, or one covering it)."""
+    return message.message_id in answered_ids(history)
 
 
 def as_inbound(number: str, text: Message) -> InboundText:

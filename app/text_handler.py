@@ -146,8 +146,8 @@ class TextHandler:
                 first = self.first_text_today(limits, verdict, text.number, history, message)
                 turn.count(active_numbers=int(first))
             # Texts that came after this one are answered with it, by one reply to the last.
-            asked, pending = text.sid, unanswered_texts(history)
-            if pending and message.precedes(pending[-1]):
+            asked, pending = text.sid, unanswered_texts(history) or [message]
+            if message.precedes(pending[-1]):
                 text, message = as_inbound(text.number, pending[-1]), pending[-1]
 
             context = self.context_window(history, message)
@@ -171,7 +171,8 @@ class TextHandler:
                 manager, text, message, answer,
                 {**reply_obj.metadata(), **segments.metadata(), **encoding,
                  **({"fallback": fallback} if fallback else {}),
-                 **({"answered_in": asked} if asked != text.sid else {})},
+                 **({"answered_in": asked} if asked != text.sid else {}),
+                 "covers": sorted({m.message_id for m in pending} | {message.message_id})},
                 {
                     "tokens": tokens_of(reply_obj),
                     "segments": segments.count,

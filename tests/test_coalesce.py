@@ -9,11 +9,11 @@ from conversation.inmemory import MemoryStore
 NUMBER = "+15551230000"
 
 
-def test_a_reply_covers_every_text_before_it_and_none_after():
+def test_a_reply_covers_its_text_and_the_texts_it_names():
     manager = ConversationManager(MemoryStore())
     a, b, c = (manager.record_user_message(NUMBER, body, message_id=f"SM{body}").message for body in "abc")
     assert [m.content for m in unanswered_texts(manager.get_history(NUMBER))] == ["a", "b", "c"]
-    manager.record_assistant_message(NUMBER, "for b", reply_to=b)
+    manager.record_assistant_message(NUMBER, "for a and b", reply_to=b, metadata={"covers": ["SMa", "SMb"]})
     history = manager.get_history(NUMBER)
     assert covered(history, a) and covered(history, b) and not covered(history, c)
     assert [m.content for m in unanswered_texts(history)] == ["c"]
@@ -43,3 +43,11 @@ def test_a_retry_gets_the_reply_again_only_where_it_went_as_twiml():
     reply.metadata.update(delivery="twiml", answered_in="SMother")
     assert repeat_answer(reply, "SMh") is None  # it went in another text's answer
     assert repeat_answer(reply, "SMother") == "meow"
+
+
+def test_a_text_the_turn_did_not_see_stays_unanswered():
+    manager = ConversationManager(MemoryStore())
+    a, b = (manager.record_user_message(NUMBER, body, message_id=f"SM{body}").message for body in "ab")
+    manager.record_assistant_message(NUMBER, "for b", reply_to=b, metadata={"covers": ["SMb"]})
+    history = manager.get_history(NUMBER)  # a was stored first but landed after the turn's read
+    assert not covered(history, a) and unanswered_texts(history) == [a]

@@ -413,9 +413,10 @@ def test_simultaneous_texts_from_one_number_take_turns(app, responder, manager):
     for reply in (m for m in history if m.role == "assistant"):
         parent = next(m for m in texts if m.message_id == reply.reply_to)
         assert reply.content == f"meow: {parent.content}"  # each reply answers the newest it read
-    for seen, text, _ in responder.calls:  # the model saw every text before the one it answered
-        current = next(m for m in texts if m.content == text)
-        assert {m.content for m in texts if m.precedes(current)} <= {m.content for m in seen}
+    for reply in (m for m in history if m.role == "assistant"):  # the model saw every text it answered
+        (seen, _, _), = [call for call in responder.calls if f"meow: {call[1]}" == reply.content]
+        answered = {m.content for m in texts if m.message_id in reply.metadata["covers"]}
+        assert answered - {reply.content[len("meow: "):]} <= {m.content for m in seen}
 
 
 def test_turn_not_free_in_time_gets_a_busy_line_and_no_model_call(make_app, moto_storage, responder, manager):
