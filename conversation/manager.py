@@ -7,6 +7,7 @@ from typing import Any
 from conversation import defaults
 from conversation.active_ids import ActiveIds
 from conversation.errors import ConversationNotFound, MessageTooLarge
+from conversation.guards import TextGuard
 from conversation.ids import check_user_id
 from conversation.models import Conversation, Message, Page, Recorded, Summary, parse_iso
 from conversation.storage import DynamoDBStorage
@@ -62,12 +63,15 @@ class ConversationManager:
         media_urls: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         conversation_hint: str | None = None,
+        guard: TextGuard | None = None,
     ) -> Recorded:
         """Store a user's message once; a repeated ``message_id`` returns the first copy.
 
         ``conversation_hint`` is the active conversation id from :meth:`get_user_state`,
         if the caller has it; otherwise the one this manager last saw for the number
         is tried (either saves a read; a stale one only costs a retry).
+        With ``guard`` the text is stored only if the guard holds, in the same write
+        (see :mod:`conversation.guards`); otherwise GuardFailed and nothing is stored.
         """
         self._check(content)
         message = Message(
@@ -79,7 +83,7 @@ class ConversationManager:
         if message_id:
             message.message_id = message_id
         return self._append_to_active(
-            _uid(user_id), message, idempotent=bool(message_id), hint=conversation_hint
+            _uid(user_id), message, idempotent=bool(message_id), hint=conversation_hint, guard=guard
         )
 
     def _append_to_active(
@@ -90,6 +94,7 @@ class ConversationManager:
         idempotent: bool = False,
         hint: str | None = None,
         counters: dict[str, int] | None = None,
+        guard: TextGuard | None = None,
     ) -> Recorded:
         """Append to the active conversation, trying the remembered id first; remember the one used."""
         recorded = self.storage.append(
@@ -98,6 +103,7 @@ class ConversationManager:
             idempotent=idempotent,
             counters=counters,
             active_hint=hint or self.active_ids.get(user_id),
+            guard=guard,
         )
         if recorded.created:
             # The append's condition just saw this conversation active. (A repeated id returns
@@ -126,14 +132,21 @@ class ConversationManager:
         reply_to: Message | str | None = None,
         metadata: dict[str, Any] | None = None,
         counters: dict[str, int] | None = None,
+        release_lease: str | None = None,
     ) -> Recorded:
-        """Store DadaCat's message; with ``reply_to`` it is the one reply to that message."""
+        """Store DadaCat's message; with ``reply_to`` it is the one reply to that message.
+
+        With ``release_lease`` a new reply also gives that owner's turn lease back, in the
+        same write (a reply that was already stored leaves the lease alone).
+        """
         self._check(content)
         parent = self._resolve(user_id, reply_to)
         message = Message(content=content, role="assistant", metadata=dict(metadata or {}))
-        if parent is None:
+        if parent is None and release_lease is None:
             return self._append_to_active(_uid(user_id), message, counters=counters)
-        return self.storage.append(_uid(user_id), message, reply_to=parent, counters=counters)
+        return self.storage.append(
+            _uid(user_id), message, reply_to=parent, counters=counters, release_lease=release_lease
+        )
 
     def add_assistant_message(
         self,

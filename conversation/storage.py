@@ -24,6 +24,7 @@ from conversation.dynamodb.summaries import Summaries
 from conversation.dynamodb.table import DEFAULT_MAX_ITEM_BYTES, DEFAULT_TABLE_NAME, Table
 from conversation.dynamodb.users import Users
 from conversation.dynamodb.work import Work
+from conversation.guards import TextGuard
 from conversation.models import MAX_PAGE_SIZE, Conversation, Message, Page, Recorded, User
 from conversation.store import WorkItem
 
@@ -72,11 +73,11 @@ class DynamoDBStorage:
         )
         self.users = Users(self.table)
         self.conversations = Conversations(self.table, self.users)
-        self.messages = Messages(self.table, self.conversations)
+        self.coordination = Coordination(self.table)
+        self.messages = Messages(self.table, self.conversations, self.coordination)
         self.listings = Listings(self.table, self.messages, lookback_days=activity_lookback_days)
         self.batches = Batches(self.table, self.conversations, self.messages, self.listings)
         self.deletion = Deletion(self.table, self.conversations, self.listings)
-        self.coordination = Coordination(self.table)
         self.summaries = Summaries(self.table)
         self.work = Work(self.table)
         self.aggregates = Aggregates(self.table)
@@ -177,6 +178,8 @@ class DynamoDBStorage:
         reply_to: Message | None = None,
         counters: dict[str, int] | None = None,
         active_hint: str | None = None,
+        guard: TextGuard | None = None,
+        release_lease: str | None = None,
     ) -> Recorded:
         """Append a message with one transactional write; see :meth:`Messages.append`."""
         return self.messages.append(
@@ -187,6 +190,8 @@ class DynamoDBStorage:
             reply_to=reply_to,
             counters=counters,
             active_hint=active_hint,
+            guard=guard,
+            release_lease=release_lease,
         )
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:

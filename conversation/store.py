@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from conversation.guards import TextGuard
 from conversation.models import Conversation, Message, Page, Recorded, User
 
 
@@ -223,8 +224,17 @@ class ConversationStore(Coordination, WorkQueue, DailyFigures, ConsoleSessions, 
         reply_to: Message | None = None,
         counters: dict[str, int] | None = None,
         active_hint: str | None = None,
+        guard: TextGuard | None = None,
+        release_lease: str | None = None,
     ) -> Recorded:
-        """Store a message (atomically with its header counts) and say whether it is new."""
+        """Store a message (atomically with its header counts) and say whether it is new.
+
+        With ``guard`` the message is stored only if the guard holds, in the same atomic
+        write (taking the lease and counting the counters it names); otherwise nothing
+        is stored and GuardFailed says what did not hold. A repeated idempotent append
+        returns the first copy whatever the guard. With ``release_lease`` a new message
+        gives the number's turn lease back in the same write, if that owner holds it.
+        """
         ...
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:

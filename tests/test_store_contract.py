@@ -540,3 +540,67 @@ def test_console_sessions_by_digest(store):
     store.delete_session("d" * 64)
     store.delete_session("d" * 64)  # again: fine
     assert store.session_expires_at("d" * 64) is None
+
+
+# Guards (issue 14, point 6): the quick path's checks made in the text's own write.
+
+
+def _guard(owner="turn-1", *caps):
+    from conversation.guards import TextGuard
+
+    return TextGuard(not_opted_out=True, lease_owner=owner, lease_seconds=30, caps=tuple(caps))
+
+
+def test_a_guarded_text_takes_the_lease_and_counts_its_counters(manager, store):
+    from conversation.guards import CounterCap
+
+    cap = CounterCap("rate_m_guard", below=2, expires_in=60)
+    recorded = manager.record_user_message(USER, "one", message_id="SMg1", guard=_guard("turn-1", cap))
+    assert recorded.created
+    assert store.get_counter(USER, "rate_m_guard") == 1
+    assert not store.acquire_lease(USER, "someone-else", 5)  # turn-1 holds it
+    store.release_lease(USER, "turn-1")
+    # A repeat of the text returns the first copy and counts nothing, whoever holds the lease.
+    assert store.acquire_lease(USER, "someone-else", 5)
+    again = manager.record_user_message(USER, "one", message_id="SMg1", guard=_guard("turn-2", cap))
+    assert not again.created and again.message.message_id == "SMg1"
+    assert store.get_counter(USER, "rate_m_guard") == 1
+
+
+def test_a_guard_that_does_not_hold_stores_nothing_and_says_what_failed(manager, store):
+    from conversation.guards import CounterCap, GuardFailed
+
+    manager.add_user_message(USER, "earlier")
+    full = CounterCap("rate_m_full", below=1, expires_in=60)
+    store.increment_counter(USER, "rate_m_full", 1, expires_in=60)
+    room = CounterCap("rate_d_room", below=5, expires_in=60)
+    assert store.acquire_lease(USER, "other-turn", 30)
+    with pytest.raises(GuardFailed) as failed:
+        manager.record_user_message(USER, "blocked", message_id="SMg2", guard=_guard("mine", full, room))
+    assert failed.value.failed == {"lease", "rate_m_full"}
+    store.release_lease(USER, "other-turn")
+    manager.set_opt_out(USER, True)
+    with pytest.raises(GuardFailed) as failed:
+        manager.record_user_message(USER, "blocked", message_id="SMg2", guard=_guard("mine", room))
+    assert failed.value.failed == {"opted_out"}
+    # Nothing was written: no text, no lease, no count.
+    assert manager.get_message(USER, "SMg2") is None
+    assert [m.content for m in manager.get_history(USER)] == ["earlier"]
+    assert store.get_counter(USER, "rate_d_room") == 0
+    assert store.acquire_lease(USER, "third", 5)
+
+
+def test_a_reply_gives_the_lease_back_in_its_own_write_unless_another_holds_it(manager, store):
+    text = manager.record_user_message(USER, "hi", message_id="SMr1", guard=_guard("turn-1")).message
+    reply = manager.record_assistant_message(USER, "meow", reply_to=text, release_lease="turn-1")
+    assert reply.created
+    assert store.acquire_lease(USER, "next-turn", 30)  # given back with the reply
+    # A second reply to the same text is not stored and leaves the lease alone.
+    again = manager.record_assistant_message(USER, "purr", reply_to=text, release_lease="next-turn")
+    assert not again.created and again.message.content == "meow"
+    assert not store.acquire_lease(USER, "third", 5)
+    # Another owner's lease is not given back; the reply is stored all the same.
+    other = manager.record_user_message(USER, "again", message_id="SMr2").message
+    stored = manager.record_assistant_message(USER, "mrrp", reply_to=other, release_lease="turn-1")
+    assert stored.created and manager.get_reply(USER, other).content == "mrrp"
+    assert not store.acquire_lease(USER, "third", 5)  # next-turn still holds it

@@ -16,25 +16,40 @@ class Coordination:
     def __init__(self, table: Table) -> None:
         self.table = table
 
+    def lease_put(self, user_id: str, owner: str, seconds: float) -> dict[str, Any]:
+        """Return the write that takes the user's lease unless someone else holds a live one
+        (a PutItem's parameters; also a transaction's ``Put``)."""
+        now = time.time()
+        return {
+            "TableName": self.table.name,
+            "Item": {
+                **keys.key(user_id, keys.LEASE_SK),
+                "owner": s(owner),
+                "lease_until": n(round(now + seconds, 3)),
+                "taken_at": n(round(now, 3)),
+                # Let TTL sweep leases that are never released.
+                "expires_at": n(int(now + seconds) + 3600),
+            },
+            "ConditionExpression": "attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
+            "ExpressionAttributeNames": {"#o": "owner"},
+            "ExpressionAttributeValues": {":now": n(round(now, 3)), ":me": s(owner)},
+        }
+
+    def lease_delete(self, user_id: str, owner: str) -> dict[str, Any]:
+        """Return the write that gives the lease back unless someone else holds it now
+        (a missing lease passes: there is nothing to give back)."""
+        return {
+            "TableName": self.table.name,
+            "Key": keys.key(user_id, keys.LEASE_SK),
+            "ConditionExpression": "attribute_not_exists(sk) OR #o = :me",
+            "ExpressionAttributeNames": {"#o": "owner"},
+            "ExpressionAttributeValues": {":me": s(owner)},
+        }
+
     def acquire_lease(self, user_id: str, owner: str, seconds: float) -> bool:
         """Take the user's lease for ``seconds`` unless someone else holds a live one."""
-        now = time.time()
         try:
-            self.table.call(
-                "put_item",
-                TableName=self.table.name,
-                Item={
-                    **keys.key(user_id, keys.LEASE_SK),
-                    "owner": s(owner),
-                    "lease_until": n(round(now + seconds, 3)),
-                    "taken_at": n(round(now, 3)),
-                    # Let TTL sweep leases that are never released.
-                    "expires_at": n(int(now + seconds) + 3600),
-                },
-                ConditionExpression="attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":now": n(round(now, 3)), ":me": s(owner)},
-            )
+            self.table.call("put_item", **self.lease_put(user_id, owner, seconds))
         except ConditionFailed:
             return False
         return True
@@ -49,16 +64,24 @@ class Coordination:
     def release_lease(self, user_id: str, owner: str) -> None:
         """Release the user's lease if ``owner`` still holds it."""
         try:
-            self.table.call(
-                "delete_item",
-                TableName=self.table.name,
-                Key=keys.key(user_id, keys.LEASE_SK),
-                ConditionExpression="#o = :me",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":me": s(owner)},
-            )
+            self.table.call("delete_item", **self.lease_delete(user_id, owner))
         except ConditionFailed:
             pass  # someone else holds it now
+
+    def capped_add(self, scope: str, name: str, *, below: int, expires_in: float) -> dict[str, Any]:
+        """Return the transaction ``Update`` that adds one to a counter only while it is below ``below``."""
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": keys.key(scope, keys.counter_sk(name)),
+                "UpdateExpression": "ADD #v :a SET expires_at = if_not_exists(expires_at, :exp)",
+                "ConditionExpression": "attribute_not_exists(#v) OR #v < :below",
+                "ExpressionAttributeNames": {"#v": "value"},
+                "ExpressionAttributeValues": {
+                    ":a": n(1), ":below": n(int(below)), ":exp": n(_expiry(expires_in)),
+                },
+            }
+        }
 
     def increment_counter(
         self, scope: str, name: str, amount: int = 1, *, expires_in: float

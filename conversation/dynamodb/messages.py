@@ -8,20 +8,29 @@ from typing import Any
 from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import s
 from conversation.dynamodb.conversations import Conversations
+from conversation.dynamodb.coordination import Coordination
 from conversation.dynamodb.table import Table, TransactionCancelled, pause
 from conversation.errors import ConversationNotFound, StaleMetadata, StorageError
+from conversation.guards import LEASE, OPTED_OUT, GuardFailed, TextGuard
 from conversation.models import Message, Recorded
 
 # Transactions retried on contention (another writer on the same header).
 TX_ATTEMPTS = 12
+# A guard's counter actions are named with this prefix (GuardFailed names the counter).
+_CAP = "cap:"
+
+
+def _guard_name(action: str) -> str:
+    return action.removeprefix(_CAP)
 
 
 class Messages:
     """Write and read message items (and the message-id markers of idempotent appends)."""
 
-    def __init__(self, table: Table, conversations: Conversations) -> None:
+    def __init__(self, table: Table, conversations: Conversations, coordination: Coordination) -> None:
         self.table = table
         self.conversations = conversations
+        self.coordination = coordination
 
     def item(self, user_id: str, message: Message, sk: str) -> dict[str, Any]:
         """Return the item ``message`` is stored as under ``sk``."""
@@ -47,6 +56,8 @@ class Messages:
         reply_to: Message | None = None,
         counters: dict[str, int] | None = None,
         active_hint: str | None = None,
+        guard: TextGuard | None = None,
+        release_lease: str | None = None,
     ) -> Recorded:
         """Append a message with one transactional write; return it and whether it is new.
 
@@ -57,6 +68,13 @@ class Messages:
         ``counters`` are added to the conversation header's counters atomically.
         ``active_hint`` is the active conversation id if the caller just read it;
         it saves a read, and a stale hint only costs a retry.
+
+        ``guard`` adds its conditions to the same transaction (a ConditionCheck on the
+        user item, the lease's Put, a capped ADD per counter): one of them failing
+        raises GuardFailed naming all that failed, and nothing is written. (A repeated
+        idempotent append still returns the first copy.) ``release_lease`` adds the
+        lease's conditional Delete: if another owner holds the lease by then, the
+        message is stored without it.
         """
         if reply_to is not None:
             if not reply_to.position or not reply_to.conversation_id:
@@ -79,7 +97,9 @@ class Messages:
                 position = keys.new_position(message.timestamp)
             sk = keys.message_sk(cid, position)
             try:
-                self.table.transact(self._actions(user_id, cid, sk, message, idempotent, pinned, counters))
+                actions = self._actions(user_id, cid, sk, message, idempotent, pinned, counters)
+                actions += self._guard_actions(user_id, guard, release_lease)
+                self.table.transact(actions)
             except TransactionCancelled as cancelled:
                 if idempotent and cancelled.failed("marker"):
                     existing = self.get(user_id, message.message_id)
@@ -93,6 +113,13 @@ class Messages:
                         existing = self.at(user_id, cid, position)
                         if existing is not None:
                             return Recorded(existing, created=False)
+                    continue
+                failed = [name for name, _ in self._guard_actions(user_id, guard, None)
+                          if cancelled.failed(name)]
+                if failed:
+                    raise GuardFailed([_guard_name(name) for name in failed]) from None
+                if release_lease and cancelled.failed("release"):
+                    release_lease = None  # another owner holds the lease now: not ours to give back
                     continue
                 if cancelled.failed("header"):
                     if pinned:
@@ -134,6 +161,25 @@ class Messages:
             actions.append(("marker", self.put(marker)))
         header = self.conversations.messages_added(user_id, cid, [message], counters, pinned=pinned)
         actions.append(("header", header))
+        return actions
+
+    def _guard_actions(
+        self, user_id: str, guard: TextGuard | None, release_lease: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Return the guard's conditions and the lease's release as named transaction actions."""
+        coordination = self.coordination
+        actions: list[tuple[str, dict[str, Any]]] = []
+        if guard is not None:
+            if guard.not_opted_out:
+                actions.append((OPTED_OUT, self.conversations.users.not_opted_out(user_id)))
+            if guard.lease_owner:
+                put = coordination.lease_put(user_id, guard.lease_owner, guard.lease_seconds)
+                actions.append((LEASE, {"Put": put}))
+            for cap in guard.caps:
+                add = coordination.capped_add(user_id, cap.name, below=cap.below, expires_in=cap.expires_in)
+                actions.append((_CAP + cap.name, add))
+        if release_lease:
+            actions.append(("release", {"Delete": coordination.lease_delete(user_id, release_lease)}))
         return actions
 
     # ------------------------------------------------------------------ reads

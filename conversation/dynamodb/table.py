@@ -48,6 +48,8 @@ DEFAULT_TABLE_NAME = defaults.TABLE_NAME
 # DynamoDB's hard limit is 409,600 bytes; stay well below it so a header
 # update or an index projection can never push an item over.
 DEFAULT_MAX_ITEM_BYTES = 350_000
+# Attempts of a single-item write that keeps meeting a transaction on its item.
+_CONFLICT_ATTEMPTS = 5
 
 _UNREACHABLE = (
     EndpointConnectionError,
@@ -184,14 +186,24 @@ class Table:
     # ------------------------------------------------------------------ requests
 
     def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        """Call a client operation with this package's errors, creating the table once if missing."""
-        try:
-            return self._request(operation, kwargs)
-        except ClientError as exc:
-            self._explain_validation(exc)
-            raise _translate(exc, operation) from exc
-        except BotoCoreError as exc:
-            raise _translate(exc, operation) from exc
+        """Call a client operation with this package's errors, creating the table once if missing.
+
+        A single-item write that meets a transaction on the same item in flight
+        (TransactionConflictException: nothing was written) is tried again after a
+        short jittered pause; leases and rate counters are written both ways.
+        """
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                return self._request(operation, kwargs)
+            except ClientError as exc:
+                if _code(exc) == "TransactionConflictException" and attempt + 1 < _CONFLICT_ATTEMPTS:
+                    pause(attempt, base=0.005, cap=0.1)
+                    continue
+                self._explain_validation(exc)
+                raise _translate(exc, operation) from exc
+            except BotoCoreError as exc:
+                raise _translate(exc, operation) from exc
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _request(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._ensure_table()

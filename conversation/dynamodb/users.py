@@ -47,6 +47,18 @@ class Users:
             ExpressionAttributeValues=values,
         )
 
+    def not_opted_out(self, user_id: str) -> dict[str, Any]:
+        """Return the transaction ``ConditionCheck`` that the number has not opted out
+        (a number without a record has not)."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table.name,
+                "Key": keys.key(user_id, keys.USER_SK),
+                "ConditionExpression": "attribute_not_exists(opted_out) OR opted_out = :f",
+                "ExpressionAttributeValues": {":f": codec.b(False)},
+            }
+        }
+
     def pointer_update(
         self,
         user_id: str,

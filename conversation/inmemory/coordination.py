@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from conversation.guards import LEASE, OPTED_OUT, TextGuard
+
 
 class MemoryCoordination:
     """Turn leases and named counters kept in dictionaries under a lock."""
@@ -71,6 +73,27 @@ class MemoryCoordination:
         with self._coordination_lock:
             value, expires = self._counters.get((scope, name), (0, None))
             return 0 if expires is not None and expires <= time.time() else value
+
+    def guard_failures(self, user_id: str, guard: TextGuard, *, opted_out: bool) -> list[str]:
+        """Return what of ``guard`` does not hold for ``user_id`` now (GuardFailed's names)."""
+        failed = []
+        with self._coordination_lock:
+            if guard.not_opted_out and opted_out:
+                failed.append(OPTED_OUT)
+            held = self._leases.get(user_id)
+            taken = held is not None and held[0] != guard.lease_owner and held[1] >= time.time()
+            if guard.lease_owner and taken:
+                failed.append(LEASE)
+            failed += [cap.name for cap in guard.caps if self.get_counter(user_id, cap.name) >= cap.below]
+        return failed
+
+    def apply_guard(self, user_id: str, guard: TextGuard) -> None:
+        """Take the guard's lease and count its counters (after :meth:`guard_failures` found none)."""
+        with self._coordination_lock:
+            if guard.lease_owner:
+                self._leases[user_id] = (guard.lease_owner, time.time() + guard.lease_seconds)
+            for cap in guard.caps:
+                self.increment_counter(user_id, cap.name, 1, expires_in=cap.expires_in)
 
     def forget(self, user_id: str) -> int:
         """Drop a number's lease and counters; return how many records went."""
