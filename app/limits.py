@@ -18,6 +18,7 @@ from typing import Any
 
 from app.config import Settings
 from conversation.clock import Clock, SystemClock
+from conversation.guards import CounterCap
 from conversation.store import Coordination
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,21 @@ class Limits:
     def _day(self) -> str:
         return datetime.fromtimestamp(self.clock.time(), UTC).strftime("%Y%m%d")
 
+    def caps(self) -> tuple[CounterCap, ...]:
+        """Return the rate counters a text may add one to while under the limits.
+
+        Stored with the text in one write (the quick path): a text whose counters are
+        all under their caps is counted and allowed, the same verdict
+        :meth:`check_rate` gives; past a cap nothing is written and the caller counts
+        and judges the text with :meth:`check_rate` (which also picks the notice).
+        """
+        caps = []
+        if self.per_minute:
+            caps.append(CounterCap(f"rate_m_{self._minute()}", below=self.per_minute, expires_in=_MINUTE_TTL))
+        if self.per_day:
+            caps.append(CounterCap(f"rate_d_{self._day()}", below=self.per_day, expires_in=_DAY_TTL))
+        return tuple(caps)
+
     def check_rate(self, number: str) -> RateVerdict:
         """Count this text against the number's minute and day windows and judge it.
 
@@ -200,6 +216,14 @@ class TurnLease:
         self.seconds = seconds
         # Unique per attempt: a retried delivery must not inherit the first attempt's lease.
         self.owner = owner or uuid.uuid4().hex
+        self.held = False
+
+    def taken(self) -> None:
+        """Note that the lease was taken with the text's own write (the quick path)."""
+        self.held = True
+
+    def given_back(self) -> None:
+        """Note that the lease went back with the reply's own write."""
         self.held = False
 
     def try_acquire(self) -> bool:

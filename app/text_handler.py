@@ -22,6 +22,7 @@ from app.logutil import mask_number
 from app.memory import MemoryKeeper
 from app.replies import LAST_RESORT, Reply, Responder
 from app.sms import count_segments, fit_reply, parse_command, truncate
+from app.text_record import record_text
 from app.turn import Outcome, Turn, tokens_of
 from app.twilio_form import InboundText
 from app.xmltext import xml_safe
@@ -87,18 +88,22 @@ class TextHandler:
             self.record_opt_out(manager, text, turn)
             return Outcome("opt_out")
 
-        lease: TurnLease | None = None
+        lease = TurnLease(self.storage, text.number, self.settings.turn_lease_seconds)
         message: Message | None = None
         answer: str | None = None
         try:
             command = parse_command(text.body)
-            message, created = self.record_text(manager, text, command)
+            # sync mode takes the number's lease with the text; in auto/async the work item is the turn
+            message, created, counted = record_text(
+                manager, limits, text, command, lease if self.pipeline is None else None, turn
+            )
             turn.count(texts=int(created))
             verdict = None
             if created and not message.metadata.get("unanswered"):
                 # Counted once per new text, before anything is sent: whatever this text
-                # gets (reply, reset confirmation, busy line) is covered by this one check.
-                verdict = limits.check_rate(text.number)
+                # gets (reply, reset confirmation, busy line) is covered by this one check
+                # (made in the text's own write on the quick path).
+                verdict = counted or limits.check_rate(text.number)
                 if not verdict.allowed:
                     if command == "reset":  # honoured, but not confirmed past the limit
                         manager.reset_conversation(text.number)
@@ -123,10 +128,10 @@ class TextHandler:
                     turn.count(active_numbers=int(first))
                 return self.pipeline.take(text, message, turn)
 
-            lease, history = self.take_turn(manager, text, message, turn)
-            if lease is None and holder_read(self.storage, text.number, message):
+            held, history = self.take_turn(manager, text, message, turn, lease)
+            if held is None and holder_read(self.storage, text.number, message):
                 return Outcome("covered")  # the turn running now read this text and answers it
-            if lease is None:
+            if held is None:
                 answer = self.record_reply(
                     manager, text, message, BUSY_LINE, {"fallback": "turn_timeout"}, turn=turn
                 ).content
@@ -179,6 +184,7 @@ class TextHandler:
                     "model_calls": int(getattr(reply_obj, "attempts", 1)),
                 },
                 turn,
+                lease,
             )
             turn.latency_ms = float(getattr(reply_obj, "latency_ms", 0.0))
             self.keep_memory(header, text, turn)
@@ -199,7 +205,7 @@ class TextHandler:
             log.exception("sms sid=%s from=%s: unexpected failure", text.sid, mask_number(text.number))
             return Outcome("error", answer or self.rescue_reply(manager, text, None, turn))
         finally:
-            if lease is not None:
+            if lease.held:  # not given back with the reply (or never reached it)
                 turn.last.append(partial(self.release, lease, text))
 
     def record_opt_out(self, manager: ConversationManager, text: InboundText, turn: Turn) -> None:
@@ -217,25 +223,6 @@ class TextHandler:
             log.error("sms sid=%s: could not record %s: %s", text.sid, text.opt_out, exc)
             turn.details["store"] = "failed"
 
-    def record_text(
-        self, manager: ConversationManager, text: InboundText, command: str | None
-    ) -> tuple[Message, bool]:
-        """Store the text once (idempotent on MessageSid); return it and whether it is new."""
-        metadata = text.metadata()
-        if command:
-            metadata["command"] = command
-        # One read gives both the opt-out state and the conversation to append to.
-        state = manager.get_user_state(text.number)
-        if state["opted_out"]:
-            # Twilio would refuse to deliver a reply (error 21610): keep the text, skip the model.
-            metadata["unanswered"] = "opted_out"
-        recorded = manager.record_user_message(
-            text.number, text.body, message_id=text.sid,
-            media_urls=text.media_urls, metadata=metadata,
-            conversation_hint=state["active_conversation_id"],
-        )
-        return recorded.message, recorded.created
-
     def answer_reset(
         self, manager: ConversationManager, text: InboundText, message: Message, turn: Turn
     ) -> Message:
@@ -244,21 +231,21 @@ class TextHandler:
         return self.record_reply(manager, text, message, RESET_CONFIRMATION, {"command": "reset"}, turn=turn)
 
     def take_turn(
-        self, manager: ConversationManager, text: InboundText, message: Message, turn: Turn
+        self, manager: ConversationManager, text: InboundText, message: Message, turn: Turn,
+        lease: TurnLease,
     ) -> tuple[TurnLease | None, list[Message]]:
         """Wait for this number's turn: hold its lease (texts before and after this one that no
         reply covers are answered with it, see app/coalesce.py).
 
         Returns the lease and the history read under it, or (None, []) when the
-        turn did not come in time.
+        turn did not come in time. A lease taken with the text is used at once.
         """
         started = self.clock.monotonic()
         until = started + TURN_WAIT_SHARE * (turn.deadline - started)
-        lease = TurnLease(self.storage, text.number, self.settings.turn_lease_seconds)
         limit = self.settings.history_max_messages + LATE_ARRIVALS
         waits = 0
         for delay in backoff_delays():
-            if lease.try_acquire():
+            if lease.held or lease.try_acquire():
                 try:
                     # The text's own conversation: one Query, no pointer read.
                     history = manager.get_history(
@@ -442,7 +429,7 @@ class TextHandler:
         The per-day rate counter already knows; without one, an earlier answerable
         text of today in the window says no, and only then is a per-day counter asked.
         """
-        if limits.per_day:
+        if limits.per_day and verdict.day_count:  # counted by check_rate, not in the text's write
             return verdict.day_count == 1
         today = time.strftime("%Y-%m-%d", time.gmtime(self.clock.time()))
         for item in history:
@@ -456,16 +443,19 @@ class TextHandler:
 
     def store_reply_in_time(
         self, manager: ConversationManager, text: InboundText, message: Message, content: str,
-        metadata: dict[str, Any], counters: dict[str, int], turn: Turn,
+        metadata: dict[str, Any], counters: dict[str, int], turn: Turn, lease: TurnLease,
     ) -> Message | None:
-        """Store the model's reply within the time left; None when it could not be.
+        """Store the model's reply within the time left, giving the turn lease back in the
+        same write; None when it could not be stored in time.
 
-        A reply that misses the deadline is still sent, and stored after the answer.
+        A reply that misses the deadline is still sent, and stored after the answer
+        (the lease is then given back after that).
         """
         try:
             recorded = self.bounded.run(
                 turn.deadline, manager.record_assistant_message,
                 text.number, content, reply_to=message, metadata=metadata, counters=counters,
+                release_lease=lease.owner,
             )
         except (OutOfTime, StorageError) as exc:
             log.error("sms sid=%s: the reply was not stored before the deadline (%s); it is sent now "
@@ -475,6 +465,7 @@ class TextHandler:
                                          metadata, counters))
             return None
         if recorded.created:
+            lease.given_back()
             turn.add_reply(recorded.message, counters)
         return recorded.message
 

@@ -94,9 +94,13 @@ class Turn:
 
 
 def add_figures(stats: DailyStats, turn: Turn) -> None:
-    """Add a finished turn's figures to today's aggregates (after the answer); a failure is logged."""
+    """Add a finished turn's figures to today's aggregates (after the answer); a failure is logged.
+
+    They are summed in the process and written with others' at most every few seconds
+    (see conversation.daily_stats), not once per turn.
+    """
     try:
-        stats.add(turn.figures, latency_ms=turn.latency_ms)
+        stats.defer(turn.figures, latency_ms=turn.latency_ms)
     except StorageError as exc:
         log.warning("sms sid=%s: could not add to the daily figures: %s", turn.sid, exc)
 

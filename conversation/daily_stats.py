@@ -8,19 +8,32 @@ as counts per latency bucket, which is enough for percentiles. Reading a
 period is BatchGetItem on its ``days * SHARDS`` keys (100 keys per request),
 whatever the traffic was. The store keeps the shards (``DailyFigures`` in conversation/store.py);
 this module owns the figures, the sharding and the latency buckets.
+
+The bot does not write per turn: :meth:`DailyStats.defer` sums a turn's figures in
+the process and a flush writes each day's sum with one such UpdateItem, at most
+once per ``flush_seconds`` (a timer started on the first deferred figure, in the
+process that serves), before every read, and when the process exits. A process
+killed outright (SIGKILL) loses at most the figures of its last ``flush_seconds``.
 """
 
 from __future__ import annotations
 
+import atexit
 import bisect
+import logging
+import os
 import random
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from conversation.errors import StorageError
 from conversation.models import utc_now
 from conversation.store import Coordination, DailyFigures
+
+log = logging.getLogger(__name__)
 
 SHARDS = 4
 # Upper bounds of the latency buckets, in milliseconds; one more bucket holds the rest.
@@ -37,6 +50,16 @@ FIGURES = (
 )
 # Aggregates outlive the longest dashboard period comfortably, then TTL removes them.
 KEEP_DAYS = 400
+# Deferred figures are written at most this often per process (and at exit).
+FLUSH_SECONDS = 10.0
+
+
+def _start_timer(seconds: float, work: Callable[[], None]) -> None:
+    """Run ``work`` once after ``seconds`` on a daemon thread (the default scheduler)."""
+    timer = threading.Timer(seconds, work)
+    timer.daemon = True
+    timer.name = "dadacat-daily-figures"
+    timer.start()
 
 
 @dataclass
@@ -104,24 +127,87 @@ class DailyStats:
         shards: int = SHARDS,
         clock: Callable[[], datetime] = utc_now,
         pick: Callable[[int], int] = random.randrange,
+        flush_seconds: float = FLUSH_SECONDS,
+        schedule: Callable[[float, Callable[[], None]], None] = _start_timer,
     ) -> None:
         self.storage = storage
         self.shards = shards
         self.clock = clock
         self.pick = pick
+        self.flush_seconds = flush_seconds
+        self.schedule = schedule
+        # Figures deferred in this process and not written yet, per UTC day.
+        self._pending: dict[date, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._flush_due = False
+        self._pid: int | None = None  # the process whose exit flushes (a forked child re-registers)
 
     def add(self, figures: Mapping[str, int], *, latency_ms: float | None = None) -> None:
         """Add figures (names from FIGURES) and one model latency to today, in one write."""
-        amounts = {name: int(value) for name, value in figures.items() if value}
-        unknown = set(amounts) - set(FIGURES)
-        if unknown:
-            raise ValueError(f"unknown figures: {', '.join(sorted(unknown))}")
-        if latency_ms is not None:
-            amounts[f"lat_{latency_bucket(latency_ms)}"] = 1
+        amounts = _amounts(figures, latency_ms)
+        if amounts:
+            self._write(self.clock().date(), amounts)
+
+    def defer(self, figures: Mapping[str, int], *, latency_ms: float | None = None) -> None:
+        """Add figures to today without a write now: summed in this process and written by
+        the next flush (at most ``flush_seconds`` away, before a read, or at exit)."""
+        amounts = _amounts(figures, latency_ms)
         if not amounts:
             return
+        today = self.clock().date()
+        with self._lock:
+            pending = self._pending.setdefault(today, {})
+            for name, value in amounts.items():
+                pending[name] = pending.get(name, 0) + value
+            if self._pid != os.getpid():
+                # Registered lazily, in the process that serves (gunicorn forks after create_app).
+                self._pid, self._flush_due = os.getpid(), False
+                atexit.register(self._flush_later)
+            start = not self._flush_due
+            self._flush_due = True
+        if start:
+            self.schedule(self.flush_seconds, self._flush_later)
+
+    def _flush_later(self) -> None:
+        """Flush from the timer or at exit: a failure is logged, never raised."""
+        try:
+            self.flush()
+        except StorageError as exc:  # kept for the next flush
+            log.warning("could not write the day's figures (kept for the next try): %s", exc)
+        except Exception:
+            log.exception("could not write the day's figures")
+
+    def flush(self) -> None:
+        """Write the deferred figures: one write per day with any.
+
+        Figures a failed write could not store are kept for the next flush, and the
+        error is raised.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flush_due = False
+        failure: StorageError | None = None
+        for day, amounts in sorted(pending.items()):
+            try:
+                self._write(day, amounts)
+            except StorageError as exc:
+                failure = exc
+                with self._lock:
+                    kept = self._pending.setdefault(day, {})
+                    for name, value in amounts.items():
+                        kept[name] = kept.get(name, 0) + value
+        if failure is not None:
+            with self._lock:
+                start = not self._flush_due
+                self._flush_due = True
+            if start:
+                self.schedule(self.flush_seconds, self._flush_later)
+            raise failure
+
+    def _write(self, day: date, amounts: dict[str, int]) -> None:
+        """Add ``amounts`` (figures and latency buckets) to one shard of ``day``."""
         now = self.clock()
-        self.storage.add_figures(now.date().isoformat(), self.pick(self.shards), amounts,
+        self.storage.add_figures(day.isoformat(), self.pick(self.shards), amounts,
                                  expires_at=int(now.timestamp()) + KEEP_DAYS * 86400)
 
     def first_text_today(self, number: str) -> bool:
@@ -133,9 +219,16 @@ class DailyStats:
         return self.storage.increment_counter(number, f"seen_{day}", 1, expires_in=2 * 86400) == 1
 
     def read(self, days: int) -> list[DayStats]:
-        """Return the last ``days`` UTC days, oldest first (today last); days without traffic are zeros."""
+        """Return the last ``days`` UTC days, oldest first (today last); days without traffic are zeros.
+
+        This process's deferred figures are written first, so they are included.
+        """
         if not 1 <= days <= KEEP_DAYS:
             raise ValueError(f"days must be between 1 and {KEEP_DAYS}")
+        try:
+            self.flush()
+        except StorageError as exc:
+            log.warning("could not write the day's figures before reading them: %s", exc)
         today = self.clock().date()
         wanted = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
         found = self.storage.read_figures(
@@ -153,3 +246,14 @@ class DailyStats:
                     stats.latency[index] += figures.get(f"lat_{index}", 0)
             result.append(stats)
         return result
+
+
+def _amounts(figures: Mapping[str, int], latency_ms: float | None) -> dict[str, int]:
+    """Return the non-zero figures and the latency's bucket as attribute amounts."""
+    amounts = {name: int(value) for name, value in figures.items() if value}
+    unknown = set(amounts) - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figures: {', '.join(sorted(unknown))}")
+    if latency_ms is not None:
+        amounts[f"lat_{latency_bucket(latency_ms)}"] = 1
+    return amounts

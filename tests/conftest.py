@@ -43,6 +43,7 @@ from app.bounded import Bounded  # noqa: E402
 from app.persona import OfflineResponder, OpenAIResponder  # noqa: E402
 from app.reply_pool import ReplyPool  # noqa: E402
 from conversation import ConversationManager, DynamoDBStorage  # noqa: E402
+from conversation.daily_stats import DailyStats  # noqa: E402
 from localpeers.fake_openai import FakeOpenAI  # noqa: E402
 
 # Every app runs work after its answers in background threads; a test's store must
@@ -57,6 +58,17 @@ def _recording_init(self, *args, **kwargs):
 
 
 Bounded.__init__ = _recording_init
+# Day's figures deferred by those apps are written while the store is still there.
+_FIGURES: list[DailyStats] = []
+_stats_init = DailyStats.__init__
+
+
+def _recording_stats_init(self, *args, **kwargs):
+    _stats_init(self, *args, **kwargs)
+    _FIGURES.append(self)
+
+
+DailyStats.__init__ = _recording_stats_init
 
 
 # Reply pools (auto/async modes) run turns, a heartbeat and a sweep in threads: they end too.
@@ -73,7 +85,8 @@ ReplyPool.__init__ = _recording_pool_init
 
 
 def finish_background_work() -> None:
-    """Stop retries and wait for the background work of every app built so far."""
+    """Stop retries and wait for the background work of every app built so far, then
+    write the day's figures it deferred."""
     while _POOLS:
         pool = _POOLS.pop()
         pool.drain(timeout=30)
@@ -82,6 +95,12 @@ def finish_background_work() -> None:
         bounded = _BACKGROUND.pop()
         bounded.close()
         bounded.drain(timeout=30)
+    while _FIGURES:
+        stats = _FIGURES.pop()
+        try:
+            stats.flush()
+        except Exception:  # noqa: BLE001 - that test's store is gone: nothing to keep
+            stats._pending.clear()  # and no later timer may send them anywhere
 from localpeers.dynamodb_local import DynamoDBLocal  # noqa: E402
 
 

@@ -110,3 +110,76 @@ def test_the_webhook_adds_each_turn_to_todays_figures(moto_storage, per_day):
     assert today["segments"] >= 4
     assert today["delivery_failures"] == 1
     assert sum(today.latency) == 3
+
+
+class Timers:
+    """Stands in for the flush timer: records what was scheduled; tests run it."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[float, object]] = []
+
+    def __call__(self, seconds, work) -> None:
+        self.scheduled.append((seconds, work))
+
+    def fire(self) -> None:
+        (_, work), *self.scheduled = self.scheduled
+        work()
+
+
+def test_deferred_figures_are_written_once_per_flush_not_once_per_turn(moto_storage):
+    timers = Timers()
+    clock = Clock()
+    stats = DailyStats(moto_storage, clock=clock, flush_seconds=7, schedule=timers)
+    assert stats.read(1)[0]["texts"] == 0  # the table is known to be there
+    with CallRecorder(moto_storage.client) as recorder:
+        for _ in range(50):
+            stats.defer({"texts": 1, "replies": 1, "tokens": 3}, latency_ms=300)
+        assert recorder.operations == []  # nothing written per turn
+        assert [seconds for seconds, _ in timers.scheduled] == [7]  # one flush scheduled
+        timers.fire()
+    assert recorder.operations == ["UpdateItem"]
+    (today,) = stats.read(1)
+    assert today["texts"] == 50 and today["tokens"] == 150 and sum(today.latency) == 50
+    # The next figures schedule the next flush; a read writes them first.
+    stats.defer({"texts": 2})
+    assert len(timers.scheduled) == 1
+    assert stats.read(1)[0]["texts"] == 52
+
+
+def test_deferred_figures_a_failed_flush_could_not_write_are_kept(local_storage):
+    from conversation import StorageError
+    from tests.faults import INTERNAL, FaultInjector
+
+    timers = Timers()
+    stats = DailyStats(local_storage, clock=Clock(), schedule=timers)
+    stats.defer({"texts": 3})
+    # (On DynamoDB Local: under moto the injected error would come after the write.)
+    with FaultInjector(local_storage.client, INTERNAL, times=10, operations=("UpdateItem",)):
+        with pytest.raises(StorageError):
+            stats.flush()
+    assert len(timers.scheduled) == 2  # the first one, and another try
+    stats.defer({"texts": 1})
+    assert stats.read(1)[0]["texts"] == 4
+
+
+def test_deferred_figures_are_written_when_the_process_exits(local_storage, tmp_path):
+    """A worker that stops (gunicorn's graceful exit) writes what it had not flushed yet."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "defer.py"
+    script.write_text(
+        "import sys\n"
+        "from conversation import DynamoDBStorage\n"
+        "from conversation.daily_stats import DailyStats\n"
+        "storage = DynamoDBStorage(sys.argv[1], endpoint_url=sys.argv[2])\n"
+        "stats = DailyStats(storage, flush_seconds=3600)\n"
+        "stats.defer({'texts': 5, 'replies': 4}, latency_ms=120)\n"
+    )
+    endpoint = local_storage.client.meta.endpoint_url
+    env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    subprocess.run([sys.executable, str(script), local_storage.table_name, endpoint], check=True, timeout=60,
+                   env=env)
+    (today,) = DailyStats(local_storage).read(1)
+    assert today["texts"] == 5 and today["replies"] == 4 and sum(today.latency) == 1

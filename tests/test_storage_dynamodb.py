@@ -226,3 +226,79 @@ def test_a_fresh_managers_seed_turn_looks_the_number_up_once(storage):
         "GetItem", "Query",
         "TransactWriteItems",
     ]
+
+
+def _webhook_app(storage, fake, **overrides):
+    from app import create_app
+    from tests.twilio_helpers import AUTH_TOKEN
+
+    return create_app({
+        "STORAGE": storage,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_MODEL": "cat-1",
+        **overrides,  # the rate limits stay on (their defaults): they are part of a turn
+    })
+
+
+def _count_webhook_turn(app, storage, texter, body):
+    """Return the DynamoDB calls (name, parameters) of one webhook turn, after-work included."""
+    from app.services import services
+    from tests.twilio_helpers import twiml_bodies
+
+    assert services(app).bounded.drain()  # earlier turns' work after their answers is done
+    with CallRecorder(storage.client) as recorder:
+        response = texter.text(body)
+        assert services(app).bounded.drain()  # and this turn's is counted
+    assert len(twiml_bodies(response.data)) == 1
+    return recorder.calls
+
+
+def test_the_quick_paths_steady_turn_makes_three_requests_with_the_rate_limits_on(storage, fake):
+    """Opt-out check, turn lease and both rate counters ride in the text's transaction,
+    the lease's release in the reply's; the day's figures are written later, not per turn."""
+    from app.services import services
+    from tests.twilio_helpers import Texter
+
+    app = _webhook_app(storage, fake)
+    assert services(app).limits.per_minute and services(app).limits.per_day
+    texter = Texter(app.test_client(), number=USER)
+    texter.text("warm up")
+    calls = _count_webhook_turn(app, storage, texter, "count my requests")
+    assert [name for name, _ in calls] == ["TransactWriteItems", "Query", "TransactWriteItems"]
+    text_tx, reply_tx = (params["TransactItems"] for name, params in calls if name == "TransactWriteItems")
+    kinds = [kind for item in text_tx for kind in item]
+    assert kinds.count("ConditionCheck") == 1 and kinds.count("Update") == 3  # header, two counters
+    assert kinds.count("Put") == 3  # text, message-id marker, lease
+    assert [kind for item in reply_tx for kind in item] == ["Put", "Update", "Delete"]
+    # Another process (nothing remembered) reads the number's record first: four.
+    cold = _webhook_app(storage, fake)
+    calls = _count_webhook_turn(cold, storage, Texter(cold.test_client(), number=USER), "cold")
+    assert [name for name, _ in calls] == ["GetItem", "TransactWriteItems", "Query", "TransactWriteItems"]
+
+
+def test_a_long_conversations_steady_turn_with_its_summary_makes_four_requests(storage, fake):
+    from tests.twilio_helpers import Texter
+
+    app = _webhook_app(storage, fake, RATE_LIMIT_PER_MINUTE=0, HISTORY_MAX_MESSAGES=4)
+    texter = Texter(app.test_client(), number=USER)
+    for index in range(6):  # past the window, and past the summary the fifth text queued
+        texter.text(f"filling the window {index}")
+    calls = _count_webhook_turn(app, storage, texter, "count my requests")
+    # The header is read for its running summary once the window is full.
+    assert [name for name, _ in calls] == ["TransactWriteItems", "Query", "GetItem", "TransactWriteItems"]
+
+
+def test_a_lease_or_counter_write_that_meets_a_transaction_is_tried_again(local_storage):
+    """Leases and rate counters are written alone and inside a text's transaction; a lone
+    write that meets such a transaction in flight (nothing written) is simply tried again."""
+    from tests.faults import FaultInjector
+
+    conflict = (400, "com.amazonaws.dynamodb.v20120810#TransactionConflictException")
+    writes = ("PutItem", "UpdateItem")
+    with FaultInjector(local_storage.client, conflict, times=2, operations=writes) as faults:
+        assert local_storage.acquire_lease(USER, "turn-1", 5)
+        assert local_storage.increment_counter(USER, "rate_m_1", 1, expires_in=60) == 1
+    assert faults.injected == 2
+    assert not local_storage.acquire_lease(USER, "turn-2", 5)

@@ -74,11 +74,20 @@ class OurStore:
         self.storage.create_table()
 
     def turn(self, user_id: str, text: str, reply: str, sid: str) -> list[Message]:
-        """Record the text, load the window, record the reply linked to the text."""
+        """Record the text, load the window of the text's conversation, record the reply linked to it."""
         recorded = self.manager.record_user_message(user_id, text, message_id=sid)
-        history = self.manager.get_history(user_id, limit=WINDOW)
+        history = self.manager.get_history(
+            user_id, limit=WINDOW, conversation_id=recorded.message.conversation_id
+        )
         self.manager.record_assistant_message(user_id, reply, reply_to=recorded.message)
         return history
+
+    def seed_turn(self, manager: ConversationManager, user_id: str, text: str, reply: str) -> list[Message]:
+        """The seed API's turn: add the text, get the conversation (window), add the reply."""
+        manager.add_user_message(user_id, text)
+        conversation = manager.get_or_create_conversation(user_id, history_limit=WINDOW)
+        manager.add_assistant_message(user_id, reply)
+        return conversation.messages
 
     def prefill(self, user_id: str, texts: list[tuple[str, str]]) -> None:
         """Write a conversation through the real item layout with batched writes.
@@ -218,6 +227,30 @@ def run(
                 f"{row['wcu_billed']:.1f} WCU (Local says {row['wcu']:.1f}), "
                 f"{row['rcu']:.1f} RCU, {row['write_bytes']:.0f} B, {row['ms']:.1f} ms")
         results["layouts"][name] = per_size
+
+    # Requests per steady turn (the manager has seen the number before; a new one reads
+    # the user record once more), through our store's two APIs.
+    ours = layouts["ours"]
+    steady: dict[str, Any] = {}
+    for api in ("webhook", "seed"):
+        manager = ConversationManager(ours.storage)
+        user_id = f"+1555800{('webhook', 'seed').index(api)}000"
+        ours.prefill(user_id, texts[:30])
+        counts = []
+        for _ in range(2):
+            with meter.measure() as usage:
+                if api == "seed":
+                    ours.seed_turn(manager, user_id, turn_text, turn_reply)
+                else:
+                    sid = "SM" + uuid.uuid4().hex
+                    recorded = manager.record_user_message(user_id, turn_text, message_id=sid)
+                    manager.get_history(user_id, WINDOW, conversation_id=recorded.message.conversation_id)
+                    manager.record_assistant_message(user_id, turn_reply, reply_to=recorded.message)
+            counts.append({"requests": usage.requests, "calls": dict(usage.calls)})
+        steady[api] = {"first": counts[0], "steady": counts[1]}
+        log(f"  storage ours, {api} API: {counts[0]['requests']} requests on a number's first turn in a "
+            f"process, {counts[1]['requests']} per steady turn ({counts[1]['calls']})")
+    results["steady"] = steady
 
     # Where each baseline's single item stops accepting writes.
     limit_texts = conversation_texts(random.Random(9), 8000)

@@ -66,8 +66,9 @@ class UnusedSender:
         return []
 
 
-def build_app(storage: DynamoDBStorage, reply: str, mode: str = "sync") -> Any:
-    """Build the real app on the given store with limits off and an instant model.
+def build_app(storage: DynamoDBStorage, reply: str, mode: str = "sync", *, limits: bool = False) -> Any:
+    """Build the real app on the given store with limits off (``limits``: the rate limits at
+    their defaults) and an instant model.
 
     ``mode`` "auto" is the quick path of REPLY_MODE=auto: the turn runs on the reply pool and
     the webhook answers with its TwiML (the sweeper's first sweep is an hour away, so it does
@@ -76,15 +77,13 @@ def build_app(storage: DynamoDBStorage, reply: str, mode: str = "sync") -> Any:
     from app import create_app
 
     responder = InstantResponder(reply)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if limits else {"RATE_LIMIT_PER_MINUTE": 0, "RATE_LIMIT_PER_DAY": 0}
     if mode != "sync":
-        extra = {"REPLY_MODE": mode, "RECOVERY_SECONDS": 3600}
+        extra.update({"REPLY_MODE": mode, "RECOVERY_SECONDS": 3600})
     return create_app(
         {
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_VALIDATE_SIGNATURE": True,
-            "RATE_LIMIT_PER_MINUTE": 0,
-            "RATE_LIMIT_PER_DAY": 0,
             "DAILY_MODEL_CALL_BUDGET": 0,
             "DAILY_TOKEN_BUDGET": 0,
             "LOG_LEVEL": "WARNING",
@@ -99,12 +98,26 @@ def build_app(storage: DynamoDBStorage, reply: str, mode: str = "sync") -> Any:
 
 
 def drain(app: Any) -> None:
-    """Wait until the app's background turns (auto mode) have finished their writes."""
+    """Wait until the app's background turns (auto mode) and the work after its answers
+    have finished their writes."""
     from app.services import services
 
     pipeline = services(app).text_handler.pipeline
     if pipeline is not None:
         pipeline.pool.drain(timeout=30)
+    services(app).bounded.drain(timeout=30)
+
+
+def metered_turn(app: Any, meter: CapacityMeter, validator: RequestValidator, number: str, text: str) -> Any:
+    """Return the usage of one steady webhook turn: the number has texted this process
+    before, and the writes after the answer are counted too."""
+    client = app.test_client()
+    signed_post(client, validator, number, text)
+    drain(app)
+    with meter.measure() as usage:
+        signed_post(client, validator, number, text)
+        drain(app)
+    return usage
 
 
 def has_webhook(app: Any) -> bool:
@@ -149,9 +162,10 @@ class Floor:
     def turn(self, number: str, text: str, reply: str, *, like_webhook: bool = False) -> int:
         """Query the window, write the text with its marker, write the reply.
 
-        ``like_webhook`` adds the other requests the webhook makes (reads of the
-        user item and the turn lease's PutItem and DeleteItem), so that the
-        difference from the webhook is the app's own Python time.
+        ``like_webhook`` adds what else the webhook asks of DynamoDB (reads of the user
+        item, if any; the opt-out check and the turn lease's Put in the text's
+        transaction, the lease's Delete in the reply's), so that the difference from
+        the webhook is the app's own Python time.
         """
         cid = self.cids[number]
         pk = keys.partition(number)
@@ -160,13 +174,6 @@ class Floor:
         if like_webhook:
             for _ in range(self.extra_reads):
                 self.client.get_item(TableName=self.table, Key=user_key, ConsistentRead=True)
-            self.client.put_item(
-                TableName=self.table,
-                Item={**keys.key(number, keys.LEASE_SK), "owner": {"S": "bench"}, "lease_until": {"N": "1"}},
-                ConditionExpression="attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":now": {"N": "2"}, ":me": {"S": "bench"}},
-            )
         response = self.client.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
@@ -187,6 +194,25 @@ class Floor:
                 "ExpressionAttributeValues": {":now": {"S": now}, ":one": {"N": "1"}},
             }
         }
+        lease = keys.key(number, keys.LEASE_SK)
+        guards: list[dict[str, Any]] = []
+        release: list[dict[str, Any]] = []
+        if like_webhook:
+            not_opted_out = "attribute_not_exists(opted_out) OR opted_out = :f"
+            guards = [
+                {"ConditionCheck": {"TableName": self.table, "Key": user_key,
+                                    "ConditionExpression": not_opted_out,
+                                    "ExpressionAttributeValues": {":f": {"BOOL": False}}}},
+                {"Put": {"TableName": self.table,
+                         "Item": {**lease, "owner": {"S": "bench"}, "lease_until": {"N": "1"}},
+                         "ConditionExpression": "attribute_not_exists(sk) OR lease_until < :now OR #o = :me",
+                         "ExpressionAttributeNames": {"#o": "owner"},
+                         "ExpressionAttributeValues": {":now": {"N": "2"}, ":me": {"S": "bench"}}}},
+            ]
+            release = [{"Delete": {"TableName": self.table, "Key": lease,
+                                   "ConditionExpression": "attribute_not_exists(sk) OR #o = :me",
+                                   "ExpressionAttributeNames": {"#o": "owner"},
+                                   "ExpressionAttributeValues": {":me": {"S": "bench"}}}}]
         self.client.transact_write_items(
             TransactItems=[
                 {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
@@ -195,6 +221,7 @@ class Floor:
                 {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(sk)",
                          "Item": {**keys.key(number, keys.marker_sk(sid)), "msg_sk": {"S": sk}}}},
                 bump,
+                *guards,
             ]
         )
         self.client.transact_write_items(
@@ -206,12 +233,9 @@ class Floor:
                                   "message_id": {"S": "msg_" + secrets.token_hex(12)},
                                   "reply_to": {"S": sid}}}},
                 bump,
+                *release,
             ]
         )
-        if like_webhook:
-            self.client.delete_item(TableName=self.table, Key=keys.key(number, keys.LEASE_SK),
-                                    ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
-                                    ExpressionAttributeValues={":me": {"S": "bench"}})
         return len(response.get("Items", []))
 
 
@@ -262,13 +286,13 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         floor.turn(floor_numbers[i % len(floor_numbers)], text, reply)
     drain(auto_app)
 
-    # What one webhook turn asks of DynamoDB, counted on a metered copy of the app.
+    # What one steady webhook turn asks of DynamoDB, counted on a metered copy of the app
+    # (and once more with the rate limits on, at their defaults).
     meter = CapacityMeter()
     metered_storage = DynamoDBStorage(table, client=make_client(endpoint_url, meter))
-    metered_app = build_app(metered_storage, reply).test_client()
-    signed_post(metered_app, validator, numbers[0], text)
-    with meter.measure() as usage:
-        signed_post(metered_app, validator, numbers[1], text)
+    usage = metered_turn(build_app(metered_storage, reply, limits=True), meter, validator, numbers[2], text)
+    limits_calls = dict(usage.calls)
+    usage = metered_turn(build_app(metered_storage, reply), meter, validator, numbers[1], text)
     webhook_calls = dict(usage.calls)
     # What the turn is billed on AWS (docs/scaling.md prices it): transactions by AWS's rules.
     webhook_capacity = {"rcu": usage.rcu, "wcu": billed_wcu(usage, plain)}
@@ -329,6 +353,7 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
         "auto": summary(auto_ms),
         "auto_calls": auto_calls,
         "webhook_calls": webhook_calls,
+        "limits_calls": limits_calls,
         "webhook_capacity": webhook_capacity,
         "floor_calls": floor_calls,
         "same_calls": same_calls,
@@ -338,6 +363,7 @@ def run(endpoint_url: str, *, turns: int, log: Callable[[str], None]) -> dict[st
     result["ratio_auto_p50"] = result["auto"]["p50"] / result["floor"]["p50"]
     log(f"  webhook p50 {result['webhook']['p50']:.1f} ms, floor p50 {result['floor']['p50']:.1f} ms, "
         f"ratio {result['ratio_p50']:.2f}; same requests bare {result['same']['p50']:.1f} ms "
-        f"(ratio {result['ratio_same_p50']:.2f}); webhook calls {webhook_calls}; auto quick path p50 "
+        f"(ratio {result['ratio_same_p50']:.2f}); webhook calls per steady turn {webhook_calls} (rate limits "
+        f"on: {limits_calls}); auto quick path p50 "
         f"{result['auto']['p50']:.1f} ms (ratio {result['ratio_auto_p50']:.2f}), calls {auto_calls}")
     return result
