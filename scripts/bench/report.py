@@ -284,6 +284,18 @@ def _storage_section(storage: dict[str, Any]) -> list[str]:
     out.append("Requests per turn: " + "; ".join(
         f"{NAMES[n]}: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) for n, c in calls.items()) + ".")
     out.append("")
+    steady = storage.get("steady")
+    if steady:
+        labels = {"webhook": "the webhook's storage calls (text, window of its conversation, reply)",
+                  "seed": "the seed API's (`add_user_message`, `get_or_create_conversation`, "
+                          "`add_assistant_message`)"}
+        out.append(
+            "Requests per steady turn of ours (the rows above are each a number's first turn in its "
+            "process, which reads the number's record once more): " + "; ".join(
+                f"{labels[api]}: **{row['steady']['requests']}** ("
+                + ", ".join(f"{v} {k}" for k, v in sorted(row["steady"]["calls"].items()))
+                + f"; first turn {row['first']['requests']})" for api, row in steady.items()) + ".")
+        out.append("")
     out.append("How to read these figures:")
     out.append("")
     out.append(
@@ -359,13 +371,16 @@ def _webhook_section(hook: dict[str, Any]) -> list[str]:
     webhook_requests = sum(hook["webhook_calls"].values())
     floor_requests = sum(hook["floor_calls"].values())
     reads = hook["webhook_calls"].get("GetItem", 0)
+    limits = hook.get("limits_calls")
+    with_limits = (f" ({sum(limits.values())} with the rate limits on at their defaults)" if limits else "")
     text = (f"Ratio of medians: **{hook['ratio_p50']:.2f}x** the floor. The webhook makes "
-            f"{webhook_requests} DynamoDB requests per turn against the floor's {floor_requests}: "
-            f"the extra ones are {reads} GetItem reads (among them the active-conversation pointer, read "
-            "before the append and before the window Query, and the opt-out state) and the per-number "
-            "turn lease (a conditional PutItem before the model, a DeleteItem after), which keeps "
-            "concurrent texts and Twilio retries from answering twice across workers. The third row "
-            "issues that same mix bare (the GetItems all on the user item).")
+            f"{webhook_requests} DynamoDB requests per steady turn{with_limits} against the floor's "
+            f"{floor_requests}, {reads} of them GetItem reads: the opt-out check, the per-number turn "
+            "lease (which keeps concurrent texts and Twilio retries from answering twice across workers) "
+            "and the rate counters ride in the text's transaction as conditions, the lease goes back in "
+            "the reply's transaction, and the day's figures are written once per process every few "
+            "seconds, not per turn. The third row issues that same mix bare (the opt-out check and the "
+            "lease inside the two transactions).")
     if "same" in hook:
         app_ms = hook["webhook"]["p50"] - hook["same"]["p50"]
         text += (f" The same {sum(hook['same_calls'].values())} requests issued bare take "
