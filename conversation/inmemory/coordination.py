@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from conversation.guards import LEASE, OPTED_OUT, TextGuard
+from conversation.guards import LEASE, OPTED_OUT, GuardFailed, TextGuard
+from conversation.models import User
 
 
 class MemoryCoordination:
@@ -74,26 +75,27 @@ class MemoryCoordination:
             value, expires = self._counters.get((scope, name), (0, None))
             return 0 if expires is not None and expires <= time.time() else value
 
-    def guard_failures(self, user_id: str, guard: TextGuard, *, opted_out: bool) -> list[str]:
-        """Return what of ``guard`` does not hold for ``user_id`` now (GuardFailed's names)."""
-        failed = []
+    def guarded(self, user_id: str, guard: TextGuard | None, release_lease: str | None,
+                user: User | None) -> None:
+        """Check a guarded append's conditions (GuardFailed names what does not hold), then take
+        its lease, count its counters and give ``release_lease``'s lease back."""
+        now = time.time()
         with self._coordination_lock:
-            if guard.not_opted_out and opted_out:
-                failed.append(OPTED_OUT)
-            held = self._leases.get(user_id)
-            taken = held is not None and held[0] != guard.lease_owner and held[1] >= time.time()
-            if guard.lease_owner and taken:
-                failed.append(LEASE)
-            failed += [cap.name for cap in guard.caps if self.get_counter(user_id, cap.name) >= cap.below]
-        return failed
-
-    def apply_guard(self, user_id: str, guard: TextGuard) -> None:
-        """Take the guard's lease and count its counters (after :meth:`guard_failures` found none)."""
-        with self._coordination_lock:
-            if guard.lease_owner:
-                self._leases[user_id] = (guard.lease_owner, time.time() + guard.lease_seconds)
-            for cap in guard.caps:
-                self.increment_counter(user_id, cap.name, 1, expires_in=cap.expires_in)
+            if guard is not None:
+                held = self._leases.get(user_id)
+                failed = [OPTED_OUT] if guard.not_opted_out and user is not None and user.opted_out else []
+                if guard.lease_owner and held is not None and held[0] != guard.lease_owner and held[1] >= now:
+                    failed.append(LEASE)
+                failed += [cap.name for cap in guard.caps if self.get_counter(user_id, cap.name) >= cap.below]
+                if failed:
+                    raise GuardFailed(failed)
+                if guard.lease_owner:
+                    self._leases[user_id] = (guard.lease_owner, now + guard.lease_seconds)
+                    self._lease_taken[user_id] = now
+                for cap in guard.caps:
+                    self.increment_counter(user_id, cap.name, 1, expires_in=cap.expires_in)
+            if release_lease:
+                self.release_lease(user_id, release_lease)
 
     def forget(self, user_id: str) -> int:
         """Drop a number's lease and counters; return how many records went."""

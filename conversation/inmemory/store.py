@@ -19,7 +19,7 @@ from typing import Any
 
 from conversation.cursors import decode_cursor, encode_cursor
 from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge, StaleMetadata
-from conversation.guards import GuardFailed, TextGuard
+from conversation.guards import TextGuard
 from conversation.inmemory.aggregates import MemoryAggregates
 from conversation.inmemory.coordination import MemoryCoordination
 from conversation.inmemory.summaries import MemorySummaries
@@ -285,11 +285,6 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
                 existing = self.get_message(user_id, message.message_id)
                 if existing is not None:
                     return Recorded(existing, created=False)
-            if guard is not None:
-                user = self._users.get(user_id)
-                failed = self.guard_failures(user_id, guard, opted_out=user is not None and user.opted_out)
-                if failed:
-                    raise GuardFailed(failed)
             thread = self._writable(user_id, conversation_id)
             if reply_to is not None and reply_to.position is not None:
                 position = reply_to.position + "#R"
@@ -297,11 +292,9 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
                     return Recorded(copy.deepcopy(thread.messages[position]), created=False)
             else:
                 position = f"{_time_key(message.timestamp)}#{secrets.token_hex(4)}"
-            if guard is not None:
-                self.apply_guard(user_id, guard)
+            if guard is not None or release_lease:  # with the message, all or nothing (GuardFailed)
+                self.guarded(user_id, guard, release_lease, self._users.get(user_id))
             self._store(user_id, thread, [(position, message)], counters)
-            if release_lease:
-                self.release_lease(user_id, release_lease)
             if idempotent:
                 self._markers[(user_id, message.message_id)] = (thread.header.conversation_id, position)
             return Recorded(message, created=True)
