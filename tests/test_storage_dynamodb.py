@@ -233,13 +233,12 @@ def _webhook_app(storage, fake, **overrides):
     from tests.twilio_helpers import AUTH_TOKEN
 
     return create_app({
-        "STORAGE": storage,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_MODEL": "cat-1",
         **overrides,  # the rate limits stay on (their defaults): they are part of a turn
-    })
+    }, storage=storage)
 
 
 def _count_webhook_turn(app, storage, texter, body):
