@@ -385,7 +385,7 @@ def assert_each_answered_once(results, manager):
 
 
 def test_texts_in_flight_together_are_answered_together_by_the_next_turn(app, responder, manager):
-    responder.delay = 0.2  # every text arrives while the first is still being answered
+    responder.delay = 0.6  # every text arrives while the first is still being answered
     bodies = [f"text {i}" for i in range(4)]
     results = send_in_threads(app, bodies, stagger_until_stored=manager)
     # The first turn answers text 0; the next reads texts 1-3 and answers them in one reply.
