@@ -270,8 +270,7 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
         reply_to: Message | None = None,
         counters: dict[str, int] | None = None,
         active_hint: str | None = None,
-        guard: TextGuard | None = None,
-        release_lease: str | None = None,
+        guard: TextGuard | None = None, release_lease: str | None = None,
     ) -> Recorded:
         del active_hint  # nothing to save: the active conversation is known
         if reply_to is not None:
