@@ -252,10 +252,18 @@ class Soak:
             messages = [m for c in conversations for m in c.get("messages", [])]
             live_items += len(messages)
             texts = {m["message_id"] for m in messages if m["role"] == "user"}
-            replies = Counter(m.get("reply_to") for m in messages if m["role"] == "assistant")
+            # A reply answers its own text and every text of a burst it names (``covers``). A rate
+            # notice is not an answer: a burst's turn may read a text before its notice is stored.
+            covering = [
+                ({m.get("reply_to"), *((m.get("metadata") or {}).get("covers") or ())} - {None},
+                 bool((m.get("metadata") or {}).get("notice")))
+                for m in messages if m["role"] == "assistant"
+            ]
+            replies = Counter(sid for sids, notice in covering if not notice for sid in sids)
+            noticed = {sid for sids, notice in covering if notice for sid in sids}
             found_texts += len(texts & self.stored_texts[number])
             missing += len(self.stored_texts[number] - texts)
-            found_replies += sum(1 for sid in replies if sid in self.answered)
+            found_replies += sum(1 for sid in set(replies) | noticed if sid in self.answered)
             duplicate_replies += sum(count - 1 for count in replies.values() if count > 1)
         leftovers = 0
         for number in self.erased:
