@@ -84,6 +84,29 @@ def _recording_pool_init(self, *args, **kwargs):
 ReplyPool.__init__ = _recording_pool_init
 
 
+def _serialize_moto_writes() -> None:
+    """Make moto's writes atomic with each other, as DynamoDB's are.
+
+    moto checks a transaction's conditions and, when one fails, restores a copy of the
+    whole table taken when it started: without a lock, writes other threads made in
+    between vanish (DynamoDB itself refuses such a write with TransactionConflict).
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self, *args, __original=original, **kwargs):
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+
+
+_serialize_moto_writes()
+
+
 def finish_background_work() -> None:
     """Stop retries and wait for the background work of every app built so far, then
     write the day's figures it deferred."""
