@@ -278,12 +278,16 @@ def test_the_quick_paths_steady_turn_makes_three_requests_with_the_rate_limits_o
 
 
 def test_a_long_conversations_steady_turn_with_its_summary_makes_four_requests(storage, fake):
+    from app.services import services
     from tests.twilio_helpers import Texter
 
     app = _webhook_app(storage, fake, RATE_LIMIT_PER_MINUTE=0, HISTORY_MAX_MESSAGES=4)
     texter = Texter(app.test_client(), number=USER)
     for index in range(6):  # past the window, and past the summary the fifth text queued
         texter.text(f"filling the window {index}")
+        # Each text's work after the answer (the summary's update) ends before the next text,
+        # so no update is still running, or left due, when the counted turn starts.
+        assert services(app).bounded.drain()
     calls = _count_webhook_turn(app, storage, texter, "count my requests")
     # The header is read for its running summary once the window is full.
     assert [name for name, _ in calls] == ["TransactWriteItems", "Query", "GetItem", "TransactWriteItems"]
