@@ -288,6 +288,7 @@ def test_a_long_conversations_steady_turn_with_its_summary_makes_four_requests(s
         # Each text's work after the answer (the summary's update) ends before the next text,
         # so no update is still running, or left due, when the counted turn starts.
         assert services(app).bounded.drain()
+        assert services(app).memory is not None and services(app).memory.wait(10)
     calls = _count_webhook_turn(app, storage, texter, "count my requests")
     # The header is read for its running summary once the window is full.
     assert [name for name, _ in calls] == ["TransactWriteItems", "Query", "GetItem", "TransactWriteItems"]
