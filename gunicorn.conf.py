@@ -3,7 +3,8 @@
 This is gunicorn's own configuration, not the app's: it reads the process
 settings a host platform provides (PORT, WEB_CONCURRENCY, GUNICORN_THREADS)
 straight from the environment. Every APP setting is still read only by
-app/config.py.
+app/config.py, which also reads GUNICORN_THREADS (with the same default) to give
+each worker's DynamoDB client a connection per thread.
 """
 
 import os

@@ -64,6 +64,7 @@ def create_app(
             connect_timeout=settings.dynamodb_connect_timeout,
             read_timeout=settings.dynamodb_read_timeout,
             max_retries=settings.dynamodb_max_retries,
+            max_pool_connections=dynamodb_connections(settings),
         )
     attach(app, build_services(
         settings, storage, manager=manager, responder=responder, offline_responder=offline_responder,
@@ -86,6 +87,20 @@ def create_app(
             "Use this only for local experiments."
         )
     return app
+
+
+def dynamodb_connections(settings: Settings) -> int:
+    """Return how many connections a worker's DynamoDB client keeps: one per thread that may call it.
+
+    Every thread of the worker shares the client: gunicorn's request threads, the background
+    turns (REPLY_WORKERS), the after-answer steps, the summary updates and the recovery sweep.
+    A step bounded by the reply deadline runs while its request thread waits, so it needs none
+    of its own.
+    """
+    from app.bounded import BACKGROUND_WORKERS
+    from app.memory import SUMMARY_WORKERS
+
+    return settings.gunicorn_threads + settings.reply_workers + BACKGROUND_WORKERS + SUMMARY_WORKERS + 1
 
 
 def build_services(

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Threads running steps within a deadline, and work no texter waits for (storage calls, both).
+STEP_WORKERS = 64
+BACKGROUND_WORKERS = 8
+
+
 class OutOfTime(Exception):
     """A step did not finish before the reply deadline."""
 
@@ -36,7 +41,7 @@ class Bounded:
     survive the fork.
     """
 
-    def __init__(self, workers: int = 64, background_workers: int = 8) -> None:
+    def __init__(self, workers: int = STEP_WORKERS, background_workers: int = BACKGROUND_WORKERS) -> None:
         self.workers = workers
         self.background_workers = background_workers
         self._steps: ThreadPoolExecutor | None = None

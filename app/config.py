@@ -130,6 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_ENABLED", False, _bool, "Serve Prometheus metrics at /metrics (needs METRICS_TOKEN). Off: /metrics answers 404."),
     Setting("METRICS_TOKEN", None, _str, "Bearer token Prometheus presents to read /metrics.", True),
     Setting("LOG_FORMAT", "text", _str, "text: one readable line per event; json: one JSON object per line with the same fields."),
+    Setting("GUNICORN_THREADS", 32, _int, "Threads per gunicorn worker (gunicorn.conf.py reads it from the environment); with REPLY_WORKERS it sizes each worker's DynamoDB connection pool."),
     Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
 
@@ -200,6 +201,7 @@ class Settings:
     metrics_enabled: bool
     metrics_token: str | None
     log_format: str
+    gunicorn_threads: int
     dotenv_file: str
 
     def env(self) -> dict[str, Any]:
@@ -354,6 +356,8 @@ def _validate_modes(config: dict[str, Any], *, sender_given: bool = False) -> No
         raise ConfigError("RECOVERY_SECONDS must be between 4 and 3600")
     if not 1 <= config["REPLY_WORKERS"] <= 1024:
         raise ConfigError("REPLY_WORKERS must be between 1 and 1024")
+    if not 1 <= config["GUNICORN_THREADS"] <= 1024:
+        raise ConfigError("GUNICORN_THREADS must be between 1 and 1024")
 
 
 def rest_configured(config: Settings | Mapping[str, Any]) -> bool:

@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 # Summary requests may take longer than a reply: nobody is waiting on them.
 SUMMARY_TIMEOUT_SECONDS = 30.0
 CLAIM_SECONDS = 90.0
+# Threads updating running summaries, per process.
+SUMMARY_WORKERS = 2
 
 
 class MemoryKeeper:
     """Schedules summary updates on at most ``workers`` threads, ``max_pending`` queued."""
 
     def __init__(self, storage: ConversationStore, responder: Summariser, policy: MemoryPolicy, *,
-                 limits: Limits | None = None, workers: int = 2, max_pending: int = 64) -> None:
+                 limits: Limits | None = None, workers: int = SUMMARY_WORKERS, max_pending: int = 64) -> None:
         self.storage = storage
         self.responder = responder
         self.policy = policy

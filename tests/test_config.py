@@ -25,6 +25,7 @@ def test_missing_auth_token_fails_at_start_up_naming_it():
         ("DYNAMODB_READ_TIMEOUT", "0"),
         ("HISTORY_MAX_MESSAGES", "-1"),
         ("PERSONA_FILE", "/nonexistent/persona.txt"),
+        ("GUNICORN_THREADS", "0"),
     ],
 )
 def test_malformed_values_are_named(name, value):

@@ -41,8 +41,7 @@ DETECTION_ORDER: list[tuple[str, set[str]]] = [
 ]
 
 # boto3's and gunicorn's own variables: read by those libraries, not by app/config.py.
-LIBRARY_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                     "WEB_CONCURRENCY", "GUNICORN_THREADS"}
+LIBRARY_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WEB_CONCURRENCY"}
 
 
 def load_manifest() -> dict:

@@ -48,6 +48,8 @@ DEFAULT_TABLE_NAME = defaults.TABLE_NAME
 # DynamoDB's hard limit is 409,600 bytes; stay well below it so a header
 # update or an index projection can never push an item over.
 DEFAULT_MAX_ITEM_BYTES = 350_000
+# Connections the client keeps to DynamoDB when the caller does not size its pool.
+DEFAULT_MAX_POOL_CONNECTIONS = 50
 # Attempts of a single-item write that keeps meeting a transaction on its item.
 _CONFLICT_ATTEMPTS = 5
 
@@ -128,6 +130,7 @@ class Table:
         auto_create: bool = True,
         ttl_days: float | None = None,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
     ) -> None:
         self.name = name
         self.auto_create = auto_create
@@ -141,6 +144,7 @@ class Table:
             "max_retries": max_retries,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
+            "max_pool_connections": max_pool_connections,
         }
         self._ready = False
         self._lock = threading.RLock()
@@ -174,7 +178,9 @@ class Table:
                 retries={"mode": "standard", "max_attempts": args["max_retries"]},
                 connect_timeout=args["connect_timeout"],
                 read_timeout=args["read_timeout"],
-                max_pool_connections=50,
+                # One connection per thread that may call at once; past it urllib3
+                # discards connections ("Connection pool is full") and reconnects.
+                max_pool_connections=args["max_pool_connections"],
             ),
         )
 
