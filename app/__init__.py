@@ -118,6 +118,7 @@ def build_services(
     """Build every collaborator once, from the settings (or take the ones given)."""
     from twilio.request_validator import RequestValidator
 
+    from app.auth_throttle import AuthThrottle
     from app.bounded import Bounded
     from app.memory import build_keeper
     from app.metrics import build_metrics
@@ -161,6 +162,10 @@ def build_services(
         memory=memory,
         metrics=build_metrics(settings, storage),
         console_sessions=OperatorSessions(storage) if settings.admin_api_token else None,
+        auth_throttle=AuthThrottle(
+            storage, max_failures=settings.operator_auth_max_failures,
+            window_seconds=settings.operator_auth_window_seconds, clock=clock,
+        ) if settings.admin_api_token else None,
         text_handler=handler,
         sender=sender,
     )

@@ -2,7 +2,8 @@
 
 Closed unless ADMIN_API_TOKEN is set: every route then answers 404. With a
 token, every request needs ``Authorization: Bearer <token>``; anything else
-gets a 401 that says nothing about what exists. Errors always have the shape
+gets a 401 that says nothing about what exists, and an address past its limit on
+wrong tokens gets a 429 (``app/auth_throttle.py``). Errors always have the shape
 ``{"error": {"code": ..., "message": ..., "field": ...}}``.
 """
 
@@ -77,10 +78,21 @@ def _authorized() -> bool:
 
 
 def _gate():
-    """Answer 404 when the API is closed and 401 without the right token; else None."""
-    if not _token():
+    """Answer 404 when the API is closed, 429 to an address past its wrong tokens, 401 without
+    the right token; else None."""
+    throttle = services().auth_throttle
+    if not _token() or throttle is None:
         return error_response(404, "not_found", "not found")
-    if not _authorized():
+    # A request that presents no credential guesses nothing: it gets its 401 uncounted.
+    verdict = throttle.judge(request.remote_addr, right=_authorized(),
+                             counted="Authorization" in request.headers, surface="operator API")
+    if verdict.throttled:
+        response = error_response(
+            429, "too_many_attempts",
+            f"too many wrong tokens from this address; try again in {verdict.retry_after} s")
+        response.headers["Retry-After"] = str(verdict.retry_after)
+        return response
+    if not verdict.ok:
         response = error_response(401, "unauthorized", "a valid bearer token is required")
         response.headers["WWW-Authenticate"] = 'Bearer realm="dadacat-operator"'
         return response

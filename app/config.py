@@ -115,6 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Operators
     Setting("ADMIN_API_TOKEN", None, _str, "Operator token: bearer token of the API under /api/v1 and sign-in of the console at /console. Empty: both answer 404.", True),
     Setting("CONSOLE_SESSION_HOURS", 12.0, _float, "How long a console sign-in lasts before the operator token is asked again."),
+    Setting("OPERATOR_AUTH_MAX_FAILURES", 5, _int, "Wrong operator tokens (API bearer or console sign-in) one client address may try per window; its next attempts get 429 until the window ends, even with the right token."),
+    Setting("OPERATOR_AUTH_WINDOW_SECONDS", 300, _int, "Length of the fixed windows wrong operator tokens are counted in, per client address (counted in DynamoDB, across instances)."),
     # Development
     Setting("DEV_PHONE_ENABLED", False, _bool, "Serve the dev phone at /dev-phone/ (text the bot from a browser as any number). On in make run; keep off in production."),
     # Abuse and cost control
@@ -189,6 +191,8 @@ class Settings:
     offline_persona_seed: int | None
     admin_api_token: str | None
     console_session_hours: float
+    operator_auth_max_failures: int
+    operator_auth_window_seconds: int
     dev_phone_enabled: bool
     rate_limit_per_minute: int
     rate_limit_per_day: int
@@ -302,6 +306,10 @@ def _validate(config: dict[str, Any], *, given: frozenset[str] = frozenset()) ->
         )
     if not 0 < config["CONSOLE_SESSION_HOURS"] <= 24 * 30:
         raise ConfigError("CONSOLE_SESSION_HOURS must be above 0 and at most 720 (30 days)")
+    if not 1 <= config["OPERATOR_AUTH_MAX_FAILURES"] <= 1000:
+        raise ConfigError("OPERATOR_AUTH_MAX_FAILURES must be between 1 and 1000")
+    if not 10 <= config["OPERATOR_AUTH_WINDOW_SECONDS"] <= 86400:
+        raise ConfigError("OPERATOR_AUTH_WINDOW_SECONDS must be between 10 and 86400 (a day)")
     if config["CONVERSATION_TTL_DAYS"] is not None and config["CONVERSATION_TTL_DAYS"] <= 0:
         raise ConfigError("CONVERSATION_TTL_DAYS must be positive (or empty to keep conversations)")
     _validate_rest(config)

@@ -233,6 +233,7 @@ _ERRORS = {
     "401": "Missing or wrong bearer token.",
     "404": "Unknown conversation, or the API is closed (no ADMIN_API_TOKEN).",
     "409": "The change conflicts with the conversation's state.",
+    "429": "Too many wrong tokens from this client address; Retry-After says when to try again.",
     "503": "The conversation store is unreachable or refused the request.",
 }
 
@@ -258,7 +259,7 @@ def _operation(
         "parameters": copy.deepcopy(parameters),
         "responses": {"200": _json(*ok)},
     }
-    for status in errors:
+    for status in (*errors, "429"):
         operation["responses"][status] = _json("Error", _ERRORS[status])
     if body:
         operation["requestBody"] = {
@@ -281,6 +282,7 @@ def build_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}}},
                     "401": _json("Error", _ERRORS["401"]),
                     "404": _json("Error", _ERRORS["404"]),
+                    "429": _json("Error", _ERRORS["429"]),
                 },
             }
         },

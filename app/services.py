@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from app.auth_throttle import AuthThrottle
     from app.bounded import Bounded
     from app.config import Settings
     from app.limits import Limits
@@ -58,6 +59,8 @@ class Services:
     metrics: Metrics | None
     # None when no operator token is set (the console does not exist).
     console_sessions: OperatorSessions | None
+    # Counts wrong operator tokens per client address; None without an operator token.
+    auth_throttle: AuthThrottle | None
     # The turn of one text, built from the collaborators above.
     text_handler: TextHandler
     # Sends replies through Twilio's Messages API; None when no REST credentials are set.

@@ -5,12 +5,14 @@ The cookie holds a random session id and a MAC keyed from the operator token
 in DynamoDB says whether it is live, so signing out ends it on the server, and
 a new operator token voids every cookie. Every form carries a CSRF token bound
 to the session; the sign-in form carries one bound to a short-lived pre-session
-cookie.
+cookie. Wrong tokens count against the client's address with the API's
+(``app/auth_throttle.py``): past the limit, sign-in answers 429 until the window ends.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 
 from flask import abort, current_app, g, redirect, render_template, request, url_for
@@ -65,8 +67,20 @@ def sign_in() -> Response | tuple[str, int]:
     given = request.form.get("nonce", "")
     if not nonce or not secrets.compare_digest(nonce.encode(), given.encode("utf-8", "replace")):
         abort(400, "This sign-in form has expired; reload the page and try again.")
-    if not token_ok(request.form.get("token")):
-        log.warning("console sign-in refused: wrong operator token from %s", request.remote_addr)
+    throttle = services().auth_throttle
+    if throttle is None:  # the console exists only with an operator token
+        abort(404)
+    verdict = throttle.judge(request.remote_addr, right=token_ok(request.form.get("token")),
+                             surface="console sign-in")
+    if verdict.throttled:
+        minutes = math.ceil(verdict.retry_after / 60)
+        response = current_app.make_response((render_template(
+            "console/sign_in.html", nonce=nonce,
+            error=f"Too many wrong tokens from your address. Try again in {minutes} "
+                  f"minute{'s' if minutes != 1 else ''}."), 429))
+        response.headers["Retry-After"] = str(verdict.retry_after)
+        return response
+    if not verdict.ok:
         return render_template(
             "console/sign_in.html", nonce=nonce, error="That is not the operator token."
         ), 401

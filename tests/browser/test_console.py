@@ -1,5 +1,6 @@
 """The operator console in headless Chromium: sign in, find what the dev phone texted, read,
-export, erase; a texter's HTML stays text; a wrong token is refused; the dashboard draws.
+export, erase; a texter's HTML stays text; a wrong token is refused, and past the limit even
+the right one; the dashboard draws.
 
 Every test runs under the strict page guard (tests/browser/conftest.py): a request to any
 host but 127.0.0.1, a console error or a Content-Security-Policy violation fails it.
@@ -124,6 +125,26 @@ def test_a_wrong_token_is_refused_and_signing_out_ends_the_session(server, brows
     finally:
         context.close()
     unexpected = [e for e in guard.problems() if not re.search(r"status of 401", e)]
+    assert not unexpected, unexpected
+
+
+def test_past_the_limit_of_wrong_tokens_the_page_says_to_wait(live_server, browser):
+    server = live_server(ADMIN_API_TOKEN=TOKEN, OPERATOR_AUTH_MAX_FAILURES=1)
+    # The refusals are 401 and 429 pages, which Chromium reports as failed resources.
+    context, page, guard = new_guarded_page(browser)
+    try:
+        sign_in(page, server, "not-the-token")
+        expect(page.get_by_role("alert")).to_have_text("That is not the operator token.")
+        page.get_by_label("Operator token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            re.compile(r"^Too many wrong tokens from your address\. Try again in [1-5] minutes?\.$"))
+        expect(page.get_by_label("Operator token")).to_be_visible()
+        page.goto(server("/console/dashboard"))
+        expect(page).to_have_url(server("/console/sign-in"))
+    finally:
+        context.close()
+    unexpected = [e for e in guard.problems() if not re.search(r"status of (401|429)", e)]
     assert not unexpected, unexpected
 
 
