@@ -1,12 +1,14 @@
 """The webhook's side of ``auto`` and ``async`` modes: hand a recorded text to a background turn.
 
-The order loses nothing: the text is recorded (by the text handler), then counted on the
-number's work item (:meth:`note_text`), then the work is claimed. A claim that fails means
-a turn is running for the number; it will see the new version when it tries to finish and
-answer this text in its next pass, so this webhook answers empty (``<Response/>``). A claim
-that succeeds starts the turn in this process's pool; in ``async`` mode the webhook answers
-empty at once, in ``auto`` it waits up to ``SYNC_REPLY_SECONDS`` for the reply (TwiML) and
-otherwise answers empty while the turn sends the reply through the Messages API.
+The order loses nothing: the text is recorded, counted on the number's work item and the
+work claimed, all in the text's own write (:class:`conversation.guards.WorkNote`; a text on
+the slow path, or a retried one, is noted and the work claimed in requests of their own,
+in that order). A claim that fails means a turn is running for the number; it will see
+the new version when it tries to finish and answer this text in its next pass, so this
+webhook answers empty (``<Response/>``). A claim that succeeds starts the turn in this
+process's pool; in ``async`` mode the webhook answers empty at once, in ``auto`` it waits
+up to ``SYNC_REPLY_SECONDS`` for the reply (TwiML) and otherwise answers empty while the
+turn sends the reply through the Messages API.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.handoff import Handoff
-from app.reply_pool import ReplyPool
+from app.reply_pool import ReplyPool, claim_seconds
 from app.turn import Outcome, Turn
 from app.twilio_form import InboundText
+from conversation.guards import WorkNote
 from conversation.models import Message
 from conversation.store import WorkQueue
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from app.callback_urls import CallbackUrls
     from app.outbound import ReplySender
     from app.text_handler import TextHandler
+    from app.text_record import Recorded
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,27 @@ class AsyncReplies:
     pool: ReplyPool
     callbacks: CallbackUrls  # status-callback URLs for replies sent later
 
-    def take(self, text: InboundText, message: Message, turn: Turn) -> Outcome:
-        """Count the recorded ``message`` on its number's work and answer it in the background."""
+    def work_note(self) -> WorkNote:
+        """What a new text's write does to its number's work: note it, and claim it for a new turn."""
+        return WorkNote(self.pool.new_owner(), self.pool.claim_seconds)
+
+    def take(self, text: InboundText, message: Message, turn: Turn, recorded: Recorded,
+             work: WorkNote | None) -> Outcome:
+        """Answer the recorded ``message`` in the background, under its number's work claim
+        (taken by the text's write, or now)."""
         number = text.number
-        self.storage.note_text(number)
-        owner = self.pool.new_owner()
-        version = self.pool.claim(number, owner)
+        owner = work.owner if work is not None and work.owner else self.pool.new_owner()
+        version: int | None = 0 if recorded.claimed else None
+        if not recorded.noted:  # the slow path, or a retry: note it now, then claim
+            self.storage.note_text(number)
+            version = self.pool.claim(number, owner)
+        # Noted but not claimed: a turn held the claim when the text's write raised the
+        # version, so that turn cannot finish without answering this text too.
         if version is None:
             turn.details["turn"] = "running"  # the number's running turn answers this text too
             return Outcome("queued")
         handoff = Handoff(text.sid) if self.mode == "auto" else None
-        if not self.pool.submit(number, owner, version, handoff):
+        if not self.pool.submit(number, owner, version, handoff, message.conversation_id):
             turn.details["turn"] = "deferred"
             return Outcome("queued")
         if handoff is None:
@@ -72,10 +86,11 @@ def build_async_replies(
     from app.delivery import Delivery
 
     recovery = settings.recovery_seconds
+    claim = claim_seconds(recovery)
     callbacks = CallbackUrls(settings.public_base_url)
-    delivery = Delivery(handler.storage, sender, callbacks, claim_seconds=recovery / 2)
+    delivery = Delivery(handler.storage, sender, callbacks, claim_seconds=claim)
     turns = BackgroundTurn(handler, delivery, model_timeout_seconds=settings.model_timeout_seconds,
-                           claim_seconds=recovery / 2)
+                           claim_seconds=claim)
     pool = ReplyPool(handler.storage, turns.run, workers=settings.reply_workers,
                      recovery_seconds=recovery)
     return AsyncReplies(settings.reply_mode, settings.sync_reply_seconds, handler.storage, pool,

@@ -20,23 +20,30 @@ import time
 from dataclasses import dataclass
 
 from app.coalesce import as_inbound, unanswered_texts
-from app.delivery import PENDING, QUEUED, TWIML, Delivery
+from app.delivery import NOT_SENT, PENDING, SENDING, TWIML, Delivery
 from app.handoff import Handoff
+from app.limits import RateVerdict
 from app.logutil import mask_number
 from app.sms import count_segments, fit_reply
 from app.text_handler import LATE_ARRIVALS, TextHandler
 from app.turn import Turn, add_figures, tokens_of
 from app.xmltext import xml_safe
 from conversation import StorageError
-from conversation.models import Message
+from conversation.guards import OPTED_OUT, WORK, GuardFailed, ReplyGuard
+from conversation.models import Message, Recorded
 
 log = logging.getLogger("app.webhook")
 
-# Work that keeps failing (a sweep retries it every RECOVERY_SECONDS / 4) is dropped once its
+# Work that keeps failing (a sweep retries it every RECOVERY_SECONDS / 6) is dropped once its
 # first unanswered text is this old, so a broken turn cannot call the model forever.
 GIVE_UP_SECONDS = 1800.0
 # Pauses between attempts to store a reply the webhook already answers with.
 HANDED_STORE_PAUSES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+# What a pass comes to: the reply's writes ended the work; the work is still to be finished
+# (nothing left to send); a delivery is neither done nor known undone (left for a later pass).
+FINISHED, SETTLED, UNSETTLED = "finished", "settled", "unsettled"
+# The reply is not to be sent from here (opted out meanwhile, or the work is no longer ours).
+NOT_SENT_HERE = "not_sent_here"
 
 
 @dataclass(frozen=True)
@@ -48,22 +55,29 @@ class BackgroundTurn:
     model_timeout_seconds: float
     claim_seconds: float
 
-    def run(self, number: str, owner: str, version: int, handoff: Handoff | None = None) -> bool:
+    def run(self, number: str, owner: str, version: int, handoff: Handoff | None = None,
+            conversation_id: str | None = None) -> bool:
         """Answer passes until the work is finished; True when it is, False when it was left
-        (released for a later pass: a delivery it could not settle, or a failure)."""
+        (released for a later pass: a delivery it could not settle, or a failure).
+
+        ``conversation_id``: the conversation of the text that started the turn; the first
+        pass reads it directly (later passes, and turns a sweep started, read the active one).
+        """
         storage = self.handler.storage
         current: int | None = version
         while current is not None:
             try:
-                settled = self.answer_once(number, owner, handoff)
+                result = self.answer_once(number, owner, current, handoff, conversation_id)
             except Exception:
                 log.exception("reply turn for %s failed; the work is left for recovery", mask_number(number))
-                settled = False
+                result = UNSETTLED
             finally:
                 if handoff is not None:
                     handoff.nothing()  # whatever happened, the webhook stops waiting for this pass
-            handoff = None  # later passes send through the Messages API
-            if not settled:
+            handoff, conversation_id = None, None  # later passes send through the Messages API
+            if result == FINISHED:
+                return True  # the reply's own write ended the work
+            if result == UNSETTLED:
                 self.leave(number, owner, current)
                 return False
             if storage.finish_work(number, owner, current):
@@ -82,44 +96,64 @@ class BackgroundTurn:
                 return
         storage.release_work(number, owner)
 
-    def answer_once(self, number: str, owner: str, handoff: Handoff | None) -> bool:
-        """Settle earlier replies and answer the unanswered texts; False when a delivery is unsettled."""
+    def answer_once(self, number: str, owner: str, version: int, handoff: Handoff | None,
+                    conversation_id: str | None = None) -> str:
+        """Settle earlier replies and answer the unanswered texts.
+
+        Returns FINISHED when the reply's writes also ended the work (no text came since
+        ``version``), SETTLED when the work is still to be finished, UNSETTLED when a delivery
+        is neither done nor known to be undone (left for a later pass).
+        """
         handler = self.handler
         settings = handler.settings
-        history = handler.manager.get_history(number, settings.history_max_messages + LATE_ARRIVALS)
+        history = handler.manager.get_history(number, settings.history_max_messages + LATE_ARRIVALS,
+                                              conversation_id=conversation_id)
         replied_to = {item.message_id: item for item in history if item.role == "user"}
         for item in history:
             if item.role == "assistant" and item.metadata.get("delivery") in PENDING:
                 parent = replied_to.get(item.reply_to or "")
                 state = self.delivery.deliver(number, item, parent or item, owner)
                 if state in ("unsure", "taken", "lost"):
-                    return state != "unsure"
+                    return UNSETTLED if state == "unsure" else SETTLED
         texts = unanswered_texts(history)
         if not texts:
-            return True
+            return SETTLED
         last = texts[-1]
         reply, turn = self.ask(number, history, last)
+        answering = {text.message_id for text in texts}
+        before = [item for item in history if item.message_id not in answering]
+        turn.count(active_numbers=int(handler.first_text_today(
+            handler.limits, RateVerdict(True), number, before, texts[0])))
         reply[1]["covers"] = [text.message_id for text in texts]
-        settled = True
         if handoff is not None and handoff.offer(reply[0], last.message_id):
             answered_in = {"answered_in": handoff.sid} if handoff.sid != last.message_id else {}
             reply = (reply[0], {**reply[1], **answered_in}, reply[2])
-            stored = self.store(number, last, reply, TWIML, turn)
-            handoff.stored(stored.content if stored is not None else reply[0])
-        else:
-            if not handler.storage.renew_work(number, owner, self.claim_seconds):
-                log.warning("reply for %s dropped: the work is gone (erased) or taken over",
-                            mask_number(number))
-                return True
-            stored = self.store(number, last, reply, QUEUED, turn)
-            if stored is not None and stored.metadata.get("delivery") in PENDING:
-                settled = self.delivery.deliver(number, stored, last, owner, renewed=True) != "unsure"
+            guard = ReplyGuard(owner, self.claim_seconds, finish_version=version)
+            stored = self.store(number, last, reply, {"delivery": TWIML}, turn, guard)
+            if isinstance(stored, Recorded):
+                handoff.stored(stored.message.content)
             elif stored is None:
-                settled = False
+                handoff.stored(reply[0])  # answered anyway; storing it failed (logged)
+            else:
+                handoff.withdraw()  # opted out or erased meanwhile: the webhook answers empty
+            result = FINISHED if isinstance(stored, Recorded) and stored.finished else SETTLED
+        else:
+            sending = {"delivery": SENDING, "sending_owner": owner, "sending_at": time.time()}
+            stored = self.store(number, last, reply, sending, turn, ReplyGuard(owner, self.claim_seconds))
+            result = SETTLED if stored is not None else UNSETTLED
+            if isinstance(stored, Recorded):
+                message = stored.message
+                fresh = message.metadata.get("sending_owner") == owner
+                if message.metadata.get("delivery") == SENDING and fresh:
+                    state, finished = self.delivery.send_fresh(number, message, last, owner, version)
+                    result = UNSETTLED if state == "unsure" else FINISHED if finished else SETTLED
+                elif message.metadata.get("delivery") in PENDING:  # stored by another pass: settle it
+                    state = self.delivery.deliver(number, message, last, owner)
+                    result = UNSETTLED if state == "unsure" else SETTLED
         turn.details["texts"] = len(texts)
         turn.run_after()
         add_figures(handler.daily_stats, turn)
-        return settled
+        return result
 
     def ask(self, number: str, history: list[Message], last: Message) -> tuple[tuple[str, dict, dict], Turn]:
         """Ask the persona for one reply to ``last`` (and the texts before it, in its window)."""
@@ -147,22 +181,50 @@ class BackgroundTurn:
         handler.keep_memory(header, text, turn)
         return (answer, metadata, counters), turn
 
-    def store(self, number: str, last: Message, reply: tuple[str, dict, dict], delivery: str,
-              turn: Turn) -> Message | None:
-        """Record the reply to ``last`` with its delivery state; None if it could not be stored."""
+    def store(self, number: str, last: Message, reply: tuple[str, dict, dict], delivery: dict[str, object],
+              turn: Turn, guard: ReplyGuard) -> Recorded | str | None:
+        """Record the reply to ``last`` with its delivery state, under the work claim (``guard``).
+
+        Returns what was stored; NOT_SENT_HERE when nothing is to be sent from here (the number
+        opted out: the reply is kept ``not_sent``; or the claim is gone: erased or taken over);
+        None when it could not be stored.
+        """
         content, metadata, counters = reply
-        pauses = HANDED_STORE_PAUSES if delivery == TWIML else (0.0,)
+        manager = self.handler.manager
+        pauses = HANDED_STORE_PAUSES if delivery.get("delivery") == TWIML else (0.0,)
         for pause in pauses:
             time.sleep(pause)
             try:
-                recorded = self.handler.manager.record_assistant_message(
-                    number, content, reply_to=last, metadata={**metadata, "delivery": delivery},
-                    counters=counters,
+                recorded = manager.record_assistant_message(
+                    number, content, reply_to=last, metadata={**metadata, **delivery},
+                    counters=counters, reply_guard=guard,
                 )
+            except GuardFailed as failed:
+                if OPTED_OUT in failed.failed and WORK not in failed.failed:
+                    log.info("reply to %s not sent: opted out since the text", mask_number(number))
+                    self.keep_unsent(number, last, reply, turn)
+                else:
+                    log.warning("reply for %s dropped: the work is gone (erased) or taken over",
+                                mask_number(number))
+                return NOT_SENT_HERE
             except StorageError as exc:
                 log.warning("reply for %s not stored: %s", mask_number(number), exc)
                 continue
             if recorded.created:
                 turn.add_reply(recorded.message, counters)
-            return recorded.message
+            return recorded
         return None
+
+    def keep_unsent(self, number: str, last: Message, reply: tuple[str, dict, dict], turn: Turn) -> None:
+        """Keep a reply the number opted out of before it went, marked ``not_sent`` (never sent)."""
+        content, metadata, counters = reply
+        try:
+            recorded = self.handler.manager.record_assistant_message(
+                number, content, reply_to=last, counters=counters,
+                metadata={**metadata, "delivery": NOT_SENT, "not_sent": "opted_out"},
+            )
+        except StorageError as exc:
+            log.warning("unsent reply for %s not kept: %s", mask_number(number), exc)
+            return
+        if recorded.created:
+            turn.add_reply(recorded.message, counters)

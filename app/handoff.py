@@ -6,7 +6,9 @@ delivers the reply, decided under this object's lock *before* the reply is store
 - the turn :meth:`Handoff.offer` s its reply; if the webhook is still waiting the offer
   is taken (the reply is then stored with delivery ``twiml`` and returned as TwiML);
 - if the webhook stopped waiting first (:meth:`Handoff.wait` timed out), the offer is
-  refused and the turn sends the reply through the Messages API.
+  refused and the turn sends the reply through the Messages API;
+- a taken offer the turn could not store as sent (the number opted out meanwhile) is
+  :meth:`Handoff.withdraw` n: the webhook answers empty.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-WAITING, OFFERED, STORED, NOTHING, GONE = "waiting", "offered", "stored", "nothing", "gone"
+WAITING, OFFERED, STORED, NOTHING, GONE, WITHDRAWN = (
+    "waiting", "offered", "stored", "nothing", "gone", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class Handoff:
             self._state = STORED
             self._changed.notify_all()
 
+    def withdraw(self) -> None:
+        """Take a taken offer back: the webhook answers empty (nothing is to be sent)."""
+        with self._changed:
+            self._state, self._reply = WITHDRAWN, None
+            self._changed.notify_all()
+
     def nothing(self) -> None:
         """Say this turn has no reply for the webhook to carry (its text was already answered)."""
         with self._changed:
@@ -78,6 +87,6 @@ class Handoff:
                 return None
             if self._state == NOTHING:
                 return None
-            self._changed.wait_for(lambda: self._state == STORED,
+            self._changed.wait_for(lambda: self._state in (STORED, WITHDRAWN),
                                    timeout=max(0.0, stored_by - time.monotonic()))
             return self._reply

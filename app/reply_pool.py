@@ -2,11 +2,13 @@
 
 - At most ``REPLY_WORKERS`` turns run at once per process; a turn that finds the pool full
   is not queued: its claim is released and the sweeper (of any instance) takes it later.
-- Claims last ``RECOVERY_SECONDS / 2``; a heartbeat renews those of running turns, so a
-  claim lapses only when its process is gone (or stuck).
-- Every ``RECOVERY_SECONDS / 4`` the sweeper claims work that is due (lapsed claims,
+- Claims last two thirds of ``RECOVERY_SECONDS``; a heartbeat renews those of running turns
+  once half of that has passed since they were taken or last renewed, so a claim lapses
+  only when its process is gone (or stuck), and a turn shorter than half a claim (most
+  are: the reply's own write renews the claim) costs no renewal at all.
+- Every ``RECOVERY_SECONDS / 6`` the sweeper claims work that is due (lapsed claims,
   released or never-claimed work) and runs it here: a text whose process died is answered
-  within about ``RECOVERY_SECONDS``.
+  within ``RECOVERY_SECONDS`` (the claim lapses, then the next sweep takes it).
 
 Threads start on first use in the process that serves (gunicorn forks workers after
 loading the app: threads made before the fork would not exist in the workers), or when a
@@ -34,8 +36,14 @@ from conversation.store import WorkQueue
 
 log = logging.getLogger("app.webhook")
 
-# run(number, owner, version, handoff) -> finished?
-TurnRunner = Callable[[str, str, int, "Handoff | None"], bool]
+# run(number, owner, version, handoff, conversation_id) -> finished?
+TurnRunner = Callable[[str, str, int, "Handoff | None", "str | None"], bool]
+
+
+def claim_seconds(recovery_seconds: float) -> float:
+    """How long a work claim lasts: renewed at half of it, and swept a sixth of the recovery
+    time after it lapsed, a dead owner's work is taken up within ``recovery_seconds``."""
+    return recovery_seconds * 2 / 3
 
 
 class ReplyPool:
@@ -46,9 +54,10 @@ class ReplyPool:
         self.run_turn = run
         self.workers = workers
         self.recovery_seconds = recovery_seconds
-        self.claim_seconds = recovery_seconds / 2
+        self.claim_seconds = claim_seconds(recovery_seconds)
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], Future] = {}
+        self._renewed: dict[tuple[str, str], float] = {}  # when each running turn's claim was last taken
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
@@ -66,23 +75,26 @@ class ReplyPool:
 
     # ------------------------------------------------------------------ running
 
-    def submit(self, number: str, owner: str, version: int, handoff: Handoff | None = None) -> bool:
+    def submit(self, number: str, owner: str, version: int, handoff: Handoff | None = None,
+               conversation_id: str | None = None) -> bool:
         """Run a claimed turn in the pool; False (and the claim released) when the pool is full."""
         executor = self._start()
         with self._lock:
             full = len(self._running) >= self.workers
             if not full:
-                future = executor.submit(self._guarded, number, owner, version, handoff)
+                future = executor.submit(self._guarded, number, owner, version, handoff, conversation_id)
                 self._running[(number, owner)] = future
+                self._renewed[(number, owner)] = time.monotonic()
         if full:
             log.warning("reply pool full (%d turns): %s left for recovery", self.workers, mask_number(number))
             self._release(number, owner)
             return False
         return True
 
-    def _guarded(self, number: str, owner: str, version: int, handoff: Handoff | None) -> None:
+    def _guarded(self, number: str, owner: str, version: int, handoff: Handoff | None,
+                 conversation_id: str | None) -> None:
         try:
-            self.run_turn(number, owner, version, handoff)
+            self.run_turn(number, owner, version, handoff, conversation_id)
         except Exception:
             log.exception("reply turn for %s failed", mask_number(number))
             self._release(number, owner)
@@ -91,6 +103,7 @@ class ReplyPool:
                 handoff.nothing()
             with self._lock:
                 self._running.pop((number, owner), None)
+                self._renewed.pop((number, owner), None)
 
     def _release(self, number: str, owner: str) -> None:
         try:
@@ -106,14 +119,21 @@ class ReplyPool:
 
     # ------------------------------------------------------------------ heartbeat and sweeper
 
-    def heartbeat(self) -> int:
-        """Renew the claims of running turns; return how many were renewed."""
+    def heartbeat(self, *, every: bool = False) -> int:
+        """Renew the claims of running turns taken or renewed half a claim ago (``every``: all);
+        return how many were renewed."""
+        due_before = time.monotonic() - (0.0 if every else self.claim_seconds / 2)
         with self._lock:
-            held = list(self._running)
+            held = [key for key, at in self._renewed.items() if at <= due_before]
         renewed = 0
         for number, owner in held:
+            started = time.monotonic()
             try:
-                renewed += int(self.storage.renew_work(number, owner, self.claim_seconds))
+                if self.storage.renew_work(number, owner, self.claim_seconds):
+                    renewed += 1
+                    with self._lock:
+                        if (number, owner) in self._renewed:
+                            self._renewed[(number, owner)] = started
             except StorageError as exc:
                 log.warning("could not renew the claim on %s: %s", mask_number(number), exc)
         return renewed
@@ -162,8 +182,8 @@ class ReplyPool:
         self._start()
 
     def _loop(self) -> None:
-        beat = max(0.5, self.claim_seconds / 4)
-        sweep_every = max(1.0, self.recovery_seconds / 4)
+        beat = max(0.25, self.claim_seconds / 8)
+        sweep_every = max(0.5, self.recovery_seconds / 6)
         next_sweep = time.monotonic() + sweep_every / 2
         while not self._stop.wait(beat):
             try:

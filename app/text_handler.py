@@ -93,10 +93,13 @@ class TextHandler:
         answer: str | None = None
         try:
             command = parse_command(text.body)
-            # sync mode takes the number's lease with the text; in auto/async the work item is the turn
-            message, created, counted = record_text(
-                manager, limits, text, command, lease if self.pipeline is None else None, turn
+            # sync mode takes the number's lease with the text; in auto/async the text is noted on
+            # the number's work and its claim taken for a background turn (not for a command)
+            work = self.pipeline.work_note() if self.pipeline is not None and command is None else None
+            recorded = record_text(
+                manager, limits, text, command, lease if self.pipeline is None else None, turn, work
             )
+            message, created, counted = recorded.message, recorded.created, recorded.verdict
             turn.count(texts=int(created))
             verdict = None
             if created and not message.metadata.get("unanswered"):
@@ -122,11 +125,8 @@ class TextHandler:
                 return Outcome("duplicate", again, track_delivery=again is not None)
             if message.metadata.get("unanswered"):
                 return Outcome("unanswered")
-            if self.pipeline is not None:
-                if verdict is not None:
-                    first = self.first_text_today(limits, verdict, text.number, [], message)
-                    turn.count(active_numbers=int(first))
-                return self.pipeline.take(text, message, turn)
+            if self.pipeline is not None:  # the background turn counts the day's active numbers
+                return self.pipeline.take(text, message, turn, recorded, work)
 
             held, history = self.take_turn(manager, text, message, turn, lease)
             if held is None and holder_read(self.storage, text.number, message):

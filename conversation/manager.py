@@ -7,7 +7,7 @@ from typing import Any
 from conversation import defaults
 from conversation.active_ids import ActiveIds
 from conversation.errors import ConversationNotFound, MessageTooLarge
-from conversation.guards import TextGuard
+from conversation.guards import ReplyGuard, TextGuard
 from conversation.ids import check_user_id
 from conversation.models import Conversation, Message, Page, Recorded, Summary, parse_iso
 from conversation.storage import DynamoDBStorage
@@ -133,19 +133,23 @@ class ConversationManager:
         metadata: dict[str, Any] | None = None,
         counters: dict[str, int] | None = None,
         release_lease: str | None = None,
+        reply_guard: ReplyGuard | None = None,
     ) -> Recorded:
         """Store DadaCat's message; with ``reply_to`` it is the one reply to that message.
 
         With ``release_lease`` a new reply also gives that owner's turn lease back, in the
-        same write (a reply that was already stored leaves the lease alone).
+        same write (a reply that was already stored leaves the lease alone). With
+        ``reply_guard`` it is stored only under the number's work claim, which the same
+        write renews or ends (see :class:`conversation.guards.ReplyGuard`).
         """
         self._check(content)
         parent = self._resolve(user_id, reply_to)
         message = Message(content=content, role="assistant", metadata=dict(metadata or {}))
-        if parent is None and release_lease is None:
+        if parent is None and release_lease is None and reply_guard is None:
             return self._append_to_active(_uid(user_id), message, counters=counters)
         return self.storage.append(
-            _uid(user_id), message, reply_to=parent, counters=counters, release_lease=release_lease
+            _uid(user_id), message, reply_to=parent, counters=counters, release_lease=release_lease,
+            reply_guard=reply_guard,
         )
 
     def add_assistant_message(

@@ -10,6 +10,13 @@ from typing import Any
 ROLES = ("user", "assistant", "system")
 # A conversation's preview is the start of its last message.
 PREVIEW_CHARS = 120
+# A reply's delivery state: the metadata keys that record how far its sending got. A store
+# keeps them apart from the rest of the metadata, so each step is one conditional write on
+# them (``set_delivery``) that no other metadata update (a status callback) can disturb.
+DELIVERY_FIELDS = (
+    "delivery", "sending_owner", "sending_at", "outbound_sid", "recovered", "not_sent",
+    "delivery_error_code",
+)
 # The largest page a listing returns, whatever the caller asks for.
 MAX_PAGE_SIZE = 1000
 
@@ -199,7 +206,11 @@ class Page:
 
 @dataclass
 class Recorded:
-    """The outcome of an idempotent append: the stored message and whether it is new."""
+    """The outcome of an idempotent append: the stored message and whether it is new.
+
+    ``finished``: the append also ended the number's work (``ReplyGuard.finish_version``).
+    """
 
     message: Message
     created: bool
+    finished: bool = False

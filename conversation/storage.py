@@ -29,7 +29,7 @@ from conversation.dynamodb.table import (
 )
 from conversation.dynamodb.users import Users
 from conversation.dynamodb.work import Work
-from conversation.guards import TextGuard
+from conversation.guards import ReplyGuard, TextGuard
 from conversation.models import MAX_PAGE_SIZE, Conversation, Message, Page, Recorded, User
 from conversation.store import WorkItem
 
@@ -83,12 +83,12 @@ class DynamoDBStorage:
         self.users = Users(self.table)
         self.conversations = Conversations(self.table, self.users)
         self.coordination = Coordination(self.table)
-        self.messages = Messages(self.table, self.conversations, self.coordination)
+        self.work = Work(self.table)
+        self.messages = Messages(self.table, self.conversations, self.coordination, self.work)
         self.listings = Listings(self.table, self.messages, lookback_days=activity_lookback_days)
         self.batches = Batches(self.table, self.conversations, self.messages, self.listings)
         self.deletion = Deletion(self.table, self.conversations, self.listings)
         self.summaries = Summaries(self.table)
-        self.work = Work(self.table)
         self.aggregates = Aggregates(self.table)
 
     def __repr__(self) -> str:
@@ -189,6 +189,7 @@ class DynamoDBStorage:
         active_hint: str | None = None,
         guard: TextGuard | None = None,
         release_lease: str | None = None,
+        reply_guard: ReplyGuard | None = None,
     ) -> Recorded:
         """Append a message with one transactional write; see :meth:`Messages.append`."""
         return self.messages.append(
@@ -201,6 +202,7 @@ class DynamoDBStorage:
             active_hint=active_hint,
             guard=guard,
             release_lease=release_lease,
+            reply_guard=reply_guard,
         )
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:
@@ -217,6 +219,13 @@ class DynamoDBStorage:
     ) -> Message:
         """Merge keys into a stored message's metadata; ``counters`` go to its header."""
         return self.messages.update_metadata(user_id, message, updates, counters=counters, expect=expect)
+
+    def set_delivery(
+        self, user_id: str, message: Message, updates: dict[str, Any], *,
+        expect: dict[str, Any] | None = None, finish: tuple[str, int] | None = None,
+    ) -> bool:
+        """Record a delivery step with one conditional write; see :meth:`Messages.set_delivery`."""
+        return self.messages.set_delivery(user_id, message, updates, expect=expect, finish=finish)
 
     def recent_messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
         """Return the newest ``limit`` messages, oldest first, with one Query."""

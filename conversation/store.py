@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from conversation.guards import TextGuard
+from conversation.guards import ReplyGuard, TextGuard
 from conversation.models import Conversation, Message, Page, Recorded, User
 
 
@@ -226,14 +226,18 @@ class ConversationStore(Coordination, WorkQueue, DailyFigures, ConsoleSessions, 
         active_hint: str | None = None,
         guard: TextGuard | None = None,
         release_lease: str | None = None,
+        reply_guard: ReplyGuard | None = None,
     ) -> Recorded:
         """Store a message (atomically with its header counts) and say whether it is new.
 
         With ``guard`` the message is stored only if the guard holds, in the same atomic
-        write (taking the lease and counting the counters it names); otherwise nothing
-        is stored and GuardFailed says what did not hold. A repeated idempotent append
-        returns the first copy whatever the guard. With ``release_lease`` a new message
-        gives the number's turn lease back in the same write, if that owner holds it.
+        write (taking the lease, counting the counters it names, noting the text on the
+        number's work and taking its claim); otherwise nothing is stored and GuardFailed
+        says what did not hold. A repeated idempotent append returns the first copy
+        whatever the guard. With ``release_lease`` a new message gives the number's turn
+        lease back in the same write, if that owner holds it. With ``reply_guard`` a new
+        reply is stored only while its owner holds the number's work (renewed, or ended:
+        ``Recorded.finished``) and the number has not opted out (else GuardFailed).
         """
         ...
 
@@ -253,6 +257,19 @@ class ConversationStore(Coordination, WorkQueue, DailyFigures, ConsoleSessions, 
 
         With ``expect``, merge only if the stored metadata has those values (a missing
         key reads as None), atomically with the write; otherwise raise StaleMetadata.
+        """
+        ...
+
+    def set_delivery(
+        self, user_id: str, message: Message, updates: dict[str, Any], *,
+        expect: dict[str, Any] | None = None, finish: tuple[str, int] | None = None,
+    ) -> bool:
+        """Record a step of a reply's delivery (``DELIVERY_FIELDS`` keys only) in one write.
+
+        Made only while the reply's delivery keys have the ``expect`` values (None: absent),
+        else StaleMetadata (ConversationNotFound when the reply is gone). With ``finish``
+        (owner, version) the number's work also ends in the same write when that owner holds
+        it and no text came since that version; returns whether it did.
         """
         ...
 

@@ -211,3 +211,46 @@ def test_a_turn_that_keeps_failing_is_left_for_recovery_then_given_up(apps, send
     settle(app)
     assert services(app).storage.get_work(NUMBER) is None  # dropped, not retried forever
     assert sender.sent == []
+
+
+def test_stop_while_auto_waits_answers_the_webhook_empty_and_sends_nothing(apps, sender):
+    """The auto hand-off: the webhook waiting for the reply carries nothing once the number
+    opted out; the reply is kept ``not_sent``."""
+    import threading
+
+    responder = GatedResponder()
+    app = apps(responder=responder, REPLY_MODE="auto", SYNC_REPLY_SECONDS=10)
+    answers = []
+    texter = Texter(app.test_client(), number=NUMBER)
+    waiting = threading.Thread(target=lambda: answers.append(texter.text("a story?", sid="SM" + "5" * 32)))
+    waiting.start()
+    assert responder.started.wait(10)
+    services(app).storage.set_opt_out(NUMBER, True)  # STOP, recorded by another instance meanwhile
+    responder.gate.set()
+    waiting.join(20)
+    settle(app)
+    assert twiml_bodies(answers[0].data) == [] and sender.sent == []
+    manager = services(app).manager
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SM" + "5" * 32))
+    assert reply.metadata["delivery"] == "not_sent" and reply.metadata["not_sent"] == "opted_out"
+    assert services(app).storage.get_work(NUMBER) is None
+
+
+def test_the_heartbeat_renews_only_claims_half_spent(apps, sender, monkeypatch):
+    responder = GatedResponder()
+    app = apps(responder=responder, RECOVERY_SECONDS=60)
+    Texter(app.test_client(), number=NUMBER).text("take your time")
+    assert responder.started.wait(10)
+    pool, storage = pool_of(app), services(app).storage
+    assert pool.claim_seconds == 40
+    claimed_until = storage.get_work(NUMBER).claimed_until
+    assert pool.heartbeat() == 0  # taken just now: no request spent on it
+    assert storage.get_work(NUMBER).claimed_until == claimed_until
+    later = time.monotonic() + 21  # past half the claim
+    monkeypatch.setattr("app.reply_pool.time.monotonic", lambda: later)
+    assert pool.heartbeat() == 1
+    assert storage.get_work(NUMBER).claimed_until > claimed_until
+    assert pool.heartbeat() == 0  # renewed "now": not again until half a claim later
+    responder.gate.set()
+    settle(app)
+    assert sender.bodies() == ["purr: take your time"]

@@ -169,3 +169,92 @@ def test_a_live_lease_says_when_it_was_taken(store):
     assert store.lease_taken_at(USER) is None
     assert store.acquire_lease(USER, "worker-b", -1)  # lapsed at once
     assert store.lease_taken_at(USER) is None
+
+
+# ------------------------------------------------------------------ the work in a text's and a reply's write
+
+
+def _text(store, body, sid, work, **guard):
+    from conversation.guards import TextGuard
+
+    return ConversationManager(store).record_user_message(
+        USER, body, message_id=sid, guard=TextGuard(work=work, **guard))
+
+
+def test_a_texts_write_notes_it_and_takes_the_claim_at_version_zero(store):
+    from conversation.guards import WORK, GuardFailed, WorkNote
+
+    first = _text(store, "hi", "SMnote1", WorkNote("a", 30))
+    assert first.created and store.get_work(USER).version == 0 and store.get_work(USER).owner == "a"
+    with pytest.raises(GuardFailed) as busy:  # a turn holds the work: nothing is written
+        _text(store, "you there?", "SMnote2", WorkNote("b", 30))
+    assert busy.value.failed == {WORK}
+    assert store.get_message(USER, "SMnote2") is None and store.get_work(USER).version == 0
+    noted = _text(store, "you there?", "SMnote2", WorkNote())  # stored and noted, not claimed
+    assert noted.created and store.get_work(USER).version == 1 and store.get_work(USER).owner == "a"
+    assert not store.finish_work(USER, "a", 0)  # the running turn must answer it too
+    store.claim_work(USER, "a", -1)  # lapsed: the next text's write takes the work over
+    _text(store, "hello??", "SMnote3", WorkNote("c", 30))
+    assert store.get_work(USER).owner == "c" and store.finish_work(USER, "c", 0)
+
+
+def test_a_replys_write_renews_or_ends_the_work_under_its_claim(store):
+    from conversation.guards import OPTED_OUT, WORK, GuardFailed, ReplyGuard, WorkNote
+
+    manager = ConversationManager(store)
+    text = _text(store, "hi", "SMreply1", WorkNote("a", 30)).message
+    with pytest.raises(GuardFailed) as lost:  # not the owner: nothing stored
+        manager.record_assistant_message(USER, "meow", reply_to=text, reply_guard=ReplyGuard("b", 30))
+    assert lost.value.failed == {WORK} and store.get_reply(USER, text) is None
+    store.note_text(USER)  # a text came meanwhile: the work cannot end with this reply
+    kept = manager.record_assistant_message(USER, "meow", reply_to=text,
+                                            reply_guard=ReplyGuard("a", 60, finish_version=0))
+    assert kept.created and not kept.finished
+    work = store.get_work(USER)
+    assert work.owner == "a" and work.claimed_until > time.time() + 50  # renewed instead
+    later = _text(store, "and?", "SMreply2", WorkNote()).message
+    version = store.claim_work(USER, "a", 30)
+    ended = manager.record_assistant_message(USER, "purr", reply_to=later,
+                                             reply_guard=ReplyGuard("a", 30, finish_version=version))
+    assert ended.created and ended.finished and store.get_work(USER) is None
+    store.set_opt_out(USER, True)
+    stopped = _text(store, "one more", "SMreply3", None, not_opted_out=False).message
+    store.note_text(USER)
+    store.claim_work(USER, "a", 30)
+    with pytest.raises(GuardFailed) as opted:
+        manager.record_assistant_message(USER, "mew", reply_to=stopped, reply_guard=ReplyGuard("a", 30))
+    assert opted.value.failed == {OPTED_OUT} and store.get_reply(USER, stopped) is None
+
+
+def test_a_delivery_step_is_one_conditional_write_that_can_end_the_work(store):
+    from conversation.errors import ConversationNotFound
+
+    manager = ConversationManager(store)
+    text = manager.add_user_message(USER, "hi", message_id="SMdeliver1")
+    reply = manager.record_assistant_message(
+        USER, "meow", reply_to=text,
+        metadata={"delivery": "sending", "sending_owner": "a", "model": "cat-1"}).message
+    store.note_text(USER)
+    version = store.claim_work(USER, "a", 30)
+    with pytest.raises(StaleMetadata):  # only the sender that holds it records its sending
+        store.set_delivery(USER, reply, {"delivery": "sent"}, expect={"delivery": "sending", "sending_owner": "b"})
+    with pytest.raises(StaleMetadata):  # expected absent
+        store.set_delivery(USER, reply, {"delivery": "sent"}, expect={"outbound_sid": None, "delivery": "queued"})
+    store.note_text(USER)  # newer text: the step lands, the work stays
+    assert not store.set_delivery(USER, reply, {"delivery": "sent", "outbound_sid": "SMout1"},
+                                  expect={"delivery": "sending", "outbound_sid": None}, finish=("a", version))
+    stored = store.get_reply(USER, text)
+    assert stored.metadata == {"delivery": "sent", "sending_owner": "a", "model": "cat-1", "outbound_sid": "SMout1"}
+    assert store.get_work(USER) is not None
+    version = store.claim_work(USER, "a", 30)
+    assert store.set_delivery(USER, reply, {"recovered": True}, finish=("a", version))
+    assert store.get_work(USER) is None
+    # A status callback's metadata merge and a delivery step do not undo each other.
+    store.update_message_metadata(USER, stored, {"delivery_status": "delivered", "outbound_sid": "SMout1"})
+    store.set_delivery(USER, stored, {"delivery_error_code": 30003})
+    final = store.get_reply(USER, text).metadata
+    assert final["delivery_status"] == "delivered" and final["delivery_error_code"] == 30003
+    assert final["delivery"] == "sent" and final["recovered"] is True
+    store.erase_user(USER)
+    with pytest.raises(ConversationNotFound):
+        store.set_delivery(USER, reply, {"delivery": "sent"})

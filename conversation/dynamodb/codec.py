@@ -1,7 +1,9 @@
 """Item ⇄ model: how users, conversation headers and messages look as DynamoDB items.
 
 Metadata is kept as a JSON string, so floats, nesting and key order round-trip
-exactly and no ``Decimal`` reaches callers.
+exactly and no ``Decimal`` reaches callers. A reply's delivery state (the keys in
+``DELIVERY_FIELDS``) is kept apart, one attribute per key (``dlv_<key>``, each value
+JSON too), so a delivery step is one conditional UpdateItem on those attributes alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from conversation.dynamodb import keys
-from conversation.models import ROLES, Conversation, Message, Summary, User
+from conversation.models import DELIVERY_FIELDS, ROLES, Conversation, Message, Summary, User
 
 _deserializer = TypeDeserializer()
 
@@ -69,8 +71,12 @@ def message_item(
     }
     if message.media_urls:
         item["media_urls"] = {"L": [s(url) for url in message.media_urls]}
-    if message.metadata:
-        item["metadata"] = s(json.dumps(message.metadata, ensure_ascii=False))
+    rest = {key: value for key, value in message.metadata.items() if key not in DELIVERY_FIELDS}
+    if rest:
+        item["metadata"] = s(json.dumps(rest, ensure_ascii=False))
+    for key in DELIVERY_FIELDS:
+        if key in message.metadata:
+            item[delivery_attribute(key)] = delivery_value(message.metadata[key])
     if message.reply_to:
         item["reply_to"] = s(message.reply_to)
     if expires_at is not None:
@@ -87,11 +93,29 @@ def message_from_item(item: dict[str, Any]) -> Message:
         timestamp=item["ts"]["S"],
         message_id=item["message_id"]["S"],
         media_urls=[v["S"] for v in item.get("media_urls", {}).get("L", [])],
-        metadata=json.loads(item["metadata"]["S"]) if "metadata" in item else {},
+        metadata={**(json.loads(item["metadata"]["S"]) if "metadata" in item else {}),
+                  **delivery_of(item)},
         reply_to=item.get("reply_to", {}).get("S"),
         conversation_id=conversation_id,
         position=position,
     )
+
+
+def delivery_attribute(key: str) -> str:
+    """Return the attribute that keeps one delivery key of a message."""
+    if key not in DELIVERY_FIELDS:
+        raise ValueError(f"{key!r} is not a delivery field")
+    return f"dlv_{key}"
+
+
+def delivery_value(value: Any) -> dict[str, str]:
+    """Return a delivery value as its attribute value (JSON, like the rest of the metadata)."""
+    return s(json.dumps(value, ensure_ascii=False))
+
+
+def delivery_of(item: dict[str, Any]) -> dict[str, Any]:
+    """Return the delivery keys a message item keeps apart from its metadata."""
+    return {key: json.loads(item[f"dlv_{key}"]["S"]) for key in DELIVERY_FIELDS if f"dlv_{key}" in item}
 
 
 def metadata_value(metadata: dict[str, Any]) -> dict[str, str]:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import s
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
-from conversation.dynamodb.table import Table, TransactionCancelled, pause
+from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled, pause
+from conversation.dynamodb.work import Work
 from conversation.errors import ConversationNotFound, StaleMetadata, StorageError
-from conversation.guards import LEASE, OPTED_OUT, GuardFailed, TextGuard
-from conversation.models import Message, Recorded
+from conversation.guards import LEASE, OPTED_OUT, WORK, GuardFailed, ReplyGuard, TextGuard
+from conversation.models import DELIVERY_FIELDS, Message, Recorded
 
 # Transactions retried on contention (another writer on the same header).
 TX_ATTEMPTS = 12
 # A guard's counter actions are named with this prefix (GuardFailed names the counter).
 _CAP = "cap:"
+# The reply's write that ends the number's work (ReplyGuard.finish_version).
+_FINISH = "finish"
 
 
 def _guard_name(action: str) -> str:
@@ -27,10 +31,13 @@ def _guard_name(action: str) -> str:
 class Messages:
     """Write and read message items (and the message-id markers of idempotent appends)."""
 
-    def __init__(self, table: Table, conversations: Conversations, coordination: Coordination) -> None:
+    def __init__(
+        self, table: Table, conversations: Conversations, coordination: Coordination, work: Work
+    ) -> None:
         self.table = table
         self.conversations = conversations
         self.coordination = coordination
+        self.work = work
 
     def item(self, user_id: str, message: Message, sk: str) -> dict[str, Any]:
         """Return the item ``message`` is stored as under ``sk``."""
@@ -58,6 +65,7 @@ class Messages:
         active_hint: str | None = None,
         guard: TextGuard | None = None,
         release_lease: str | None = None,
+        reply_guard: ReplyGuard | None = None,
     ) -> Recorded:
         """Append a message with one transactional write; return it and whether it is new.
 
@@ -74,7 +82,8 @@ class Messages:
         raises GuardFailed naming all that failed, and nothing is written. (A repeated
         idempotent append still returns the first copy.) ``release_lease`` adds the
         lease's conditional Delete: if another owner holds the lease by then, the
-        message is stored without it.
+        message is stored without it. ``reply_guard`` adds the work claim's renewal or
+        end and the opt-out check (see :class:`ReplyGuard`).
         """
         if reply_to is not None:
             if not reply_to.position or not reply_to.conversation_id:
@@ -99,6 +108,7 @@ class Messages:
             try:
                 actions = self._actions(user_id, cid, sk, message, idempotent, pinned, counters)
                 actions += self._guard_actions(user_id, guard, release_lease)
+                actions += self._reply_guard_actions(user_id, reply_guard)
                 self.table.transact(actions)
             except TransactionCancelled as cancelled:
                 if idempotent and cancelled.failed("marker"):
@@ -114,8 +124,12 @@ class Messages:
                         if existing is not None:
                             return Recorded(existing, created=False)
                     continue
+                if reply_guard is not None and cancelled.failed(_FINISH):
+                    # Newer texts came (or the claim is gone): store it renewing the claim instead.
+                    reply_guard = replace(reply_guard, finish_version=None)
+                    continue
                 failed = [name for name, _ in self._guard_actions(user_id, guard, None)
-                          if cancelled.failed(name)]
+                          + self._reply_guard_actions(user_id, reply_guard) if cancelled.failed(name)]
                 if failed:
                     raise GuardFailed([_guard_name(name) for name in failed]) from None
                 if release_lease and cancelled.failed("release"):
@@ -137,7 +151,8 @@ class Messages:
                 raise StorageError(f"append failed: {cancelled.codes}") from None
             message.conversation_id = cid
             message.position = position
-            return Recorded(message, created=True)
+            finished = reply_guard is not None and reply_guard.finish_version is not None
+            return Recorded(message, created=True, finished=finished)
         raise StorageError("append failed: too much contention on this conversation")
 
     def _actions(
@@ -178,8 +193,26 @@ class Messages:
             for cap in guard.caps:
                 add = coordination.capped_add(user_id, cap.name, below=cap.below, expires_in=cap.expires_in)
                 actions.append((_CAP + cap.name, add))
+            if guard.work is not None:
+                actions.append((WORK, {"Update": self.work.note_update(user_id, guard.work)}))
         if release_lease:
             actions.append(("release", {"Delete": coordination.lease_delete(user_id, release_lease)}))
+        return actions
+
+    def _reply_guard_actions(
+        self, user_id: str, guard: ReplyGuard | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Return a reply's checks on the number: not opted out, and the work's renewal or end."""
+        if guard is None:
+            return []
+        actions: list[tuple[str, dict[str, Any]]] = []
+        if guard.not_opted_out:
+            actions.append((OPTED_OUT, self.conversations.users.not_opted_out(user_id)))
+        if guard.finish_version is not None:
+            finish = self.work.finish_delete(user_id, guard.owner, guard.finish_version)
+            actions.append((_FINISH, {"Delete": finish}))
+        else:
+            actions.append((WORK, {"Update": self.work.renew_update(user_id, guard.owner, guard.seconds)}))
         return actions
 
     # ------------------------------------------------------------------ reads
@@ -249,32 +282,15 @@ class Messages:
             raise ValueError("message must be a stored message")
         sk = keys.message_sk(message.conversation_id, message.position)
         for attempt in range(TX_ATTEMPTS):
-            current = self.at(user_id, message.conversation_id, message.position)
-            if current is None:
+            item = self.table.get(user_id, sk)
+            if item is None:
                 raise ConversationNotFound(f"message {message.message_id} not found")
+            current = codec.message_from_item(item)
             if expect and any(current.metadata.get(name) != value for name, value in expect.items()):
                 raise StaleMetadata(f"message {message.message_id} metadata is not as expected")
             merged = {**current.metadata, **updates}
-            values: dict[str, Any] = {":m": codec.metadata_value(merged)}
-            if current.metadata:
-                condition = "metadata = :old"
-                values[":old"] = s(json.dumps(current.metadata, ensure_ascii=False))
-            else:
-                condition = "attribute_exists(sk) AND attribute_not_exists(metadata)"
-            actions = [
-                (
-                    "message",
-                    {
-                        "Update": {
-                            "TableName": self.table.name,
-                            "Key": keys.key(user_id, sk),
-                            "UpdateExpression": "SET metadata = :m",
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeValues": values,
-                        }
-                    },
-                )
-            ]
+            update = self._metadata_update(user_id, sk, item, updates)
+            actions = [("message", {"Update": update})]
             if counters:
                 actions.append(
                     ("header", self.conversations.counters_added(user_id, message.conversation_id, counters))
@@ -289,3 +305,109 @@ class Messages:
             current.metadata = merged
             return current
         raise StorageError("metadata update failed: too much contention on this message")
+
+    def _metadata_update(
+        self, user_id: str, sk: str, item: dict[str, Any], updates: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Return the ``Update`` that merges ``updates`` into the message ``item`` as read:
+        delivery keys into their own attributes, the rest into the JSON, on the condition
+        that neither changed since the read."""
+        rest = {key: value for key, value in updates.items() if key not in DELIVERY_FIELDS}
+        kept = {**(json.loads(item["metadata"]["S"]) if "metadata" in item else {}), **rest}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":m": codec.metadata_value(kept)}
+        sets = ["metadata = :m"]
+        if "metadata" in item:
+            conditions = ["metadata = :old"]
+            values[":old"] = item["metadata"]
+        else:
+            conditions = ["attribute_exists(sk) AND attribute_not_exists(metadata)"]
+        for index, key in enumerate(DELIVERY_FIELDS):
+            name = codec.delivery_attribute(key)
+            if name not in item and key not in updates:
+                continue
+            names[f"#d{index}"] = name
+            if name in item:
+                values[f":was{index}"] = item[name]
+                conditions.append(f"#d{index} = :was{index}")
+            else:
+                conditions.append(f"attribute_not_exists(#d{index})")
+            if key in updates:
+                values[f":d{index}"] = codec.delivery_value(updates[key])
+                sets.append(f"#d{index} = :d{index}")
+        update: dict[str, Any] = {
+            "TableName": self.table.name,
+            "Key": keys.key(user_id, sk),
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return update
+
+    def set_delivery(
+        self,
+        user_id: str,
+        message: Message,
+        updates: dict[str, Any],
+        *,
+        expect: dict[str, Any] | None = None,
+        finish: tuple[str, int] | None = None,
+    ) -> bool:
+        """Record a step of a stored reply's delivery with one conditional write.
+
+        ``updates`` and ``expect`` name delivery keys only (``DELIVERY_FIELDS``); an expected
+        None means the key is absent. The write is made only while ``expect`` holds (else
+        StaleMetadata; ConversationNotFound when the reply is gone). With ``finish`` (owner,
+        version) the number's work is ended in the same transaction when no text came since
+        that version; returns whether it was (when not, the step is recorded alone).
+        """
+        if not message.position or not message.conversation_id:
+            raise ValueError("message must be a stored message")
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, conditions = [], ["attribute_exists(sk)"]
+        for index, (key, value) in enumerate(updates.items()):
+            names[f"#u{index}"] = codec.delivery_attribute(key)
+            values[f":u{index}"] = codec.delivery_value(value)
+            sets.append(f"#u{index} = :u{index}")
+        for index, (key, value) in enumerate((expect or {}).items()):
+            names[f"#e{index}"] = codec.delivery_attribute(key)
+            if value is None:  # absent, or kept as null
+                values[f":e{index}"] = codec.delivery_value(None)
+                conditions.append(f"(attribute_not_exists(#e{index}) OR #e{index} = :e{index})")
+            else:
+                values[f":e{index}"] = codec.delivery_value(value)
+                conditions.append(f"#e{index} = :e{index}")
+        update = {
+            "TableName": self.table.name,
+            "Key": keys.key(user_id, keys.message_sk(message.conversation_id, message.position)),
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if finish is not None:
+            owner, version = finish
+            try:
+                self.table.transact([
+                    ("message", {"Update": update}),
+                    (_FINISH, {"Delete": self.work.finish_delete(user_id, owner, version)}),
+                ])
+                return True
+            except TransactionCancelled as cancelled:
+                if cancelled.failed("message"):
+                    self._not_as_expected(user_id, message)
+                # Newer texts (or a conflict): the step alone; the caller finishes the work later.
+        try:
+            self.table.call("update_item", **update)
+        except ConditionFailed:
+            self._not_as_expected(user_id, message)
+        return False
+
+    def _not_as_expected(self, user_id: str, message: Message) -> None:
+        """Raise why a conditional write on a stored message failed: gone, or changed meanwhile."""
+        if self.at(user_id, message.conversation_id or "", message.position or "") is None:
+            raise ConversationNotFound(f"message {message.message_id} not found")
+        raise StaleMetadata(f"message {message.message_id} delivery is not as expected")

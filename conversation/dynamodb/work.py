@@ -20,6 +20,7 @@ from typing import Any
 from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import n, s
 from conversation.dynamodb.table import ConditionFailed, Table
+from conversation.guards import WorkNote
 from conversation.store import WORK_QUIET_SECONDS, WORK_TTL_SECONDS, WorkItem
 
 _MINE = "#o = :me"
@@ -32,22 +33,66 @@ class Work:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    def note_text(self, user_id: str) -> int:
-        """Count one more recorded text for the number (creating its item); return the version."""
+    # ------------------------------------------------------------------ writes inside transactions
+
+    def note_update(self, user_id: str, note: WorkNote) -> dict[str, Any]:
+        """Return the ``Update`` (also an UpdateItem's parameters) that notes one more text.
+
+        Without an owner it always applies: the version goes up by one. With one it also
+        takes the claim (free, lapsed or the owner's own) and sets the version to 0: the
+        claimer's turn reads every text noted so far, this one included.
+        """
         now = time.time()
-        response = self.table.call(
-            "update_item",
-            TableName=self.table.name,
-            Key=keys.work_key(user_id),
-            UpdateExpression=(
-                "ADD version :one SET since = if_not_exists(since, :now), noted_at = :now, "
-                "expires_at = :exp"
+        update: dict[str, Any] = {
+            "TableName": self.table.name,
+            "Key": keys.work_key(user_id),
+            "UpdateExpression": (
+                "ADD version :one SET since = if_not_exists(since, :now), noted_at = :now, expires_at = :exp"
             ),
-            ExpressionAttributeValues={
+            "ExpressionAttributeValues": {
                 ":one": n(1), ":now": n(round(now, 3)), ":exp": n(int(now + WORK_TTL_SECONDS)),
             },
-            ReturnValues="UPDATED_NEW",
-        )
+        }
+        if note.owner:
+            update["UpdateExpression"] = (
+                "SET version = :zero, since = if_not_exists(since, :now), noted_at = :now, "
+                "expires_at = :exp, #o = :me, claimed_until = :until"
+            )
+            update["ConditionExpression"] = f"attribute_not_exists(#o) OR claimed_until < :now OR {_MINE}"
+            update["ExpressionAttributeNames"] = _NAMES
+            update["ExpressionAttributeValues"] = {
+                ":zero": n(0), ":now": n(round(now, 3)), ":exp": n(int(now + WORK_TTL_SECONDS)),
+                ":me": s(note.owner), ":until": n(round(now + note.seconds, 3)),
+            }
+        return update
+
+    def renew_update(self, user_id: str, owner: str, seconds: float) -> dict[str, Any]:
+        """Return the ``Update`` that extends ``owner``'s claim (and fails when it holds none)."""
+        return {
+            "TableName": self.table.name,
+            "Key": keys.work_key(user_id),
+            "UpdateExpression": "SET claimed_until = :until",
+            "ConditionExpression": _MINE,
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {":me": s(owner), ":until": n(round(time.time() + seconds, 3))},
+        }
+
+    def finish_delete(self, user_id: str, owner: str, version: int) -> dict[str, Any]:
+        """Return the ``Delete`` that ends ``owner``'s work when no text came since ``version``."""
+        return {
+            "TableName": self.table.name,
+            "Key": keys.work_key(user_id),
+            "ConditionExpression": f"{_MINE} AND version = :v",
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {":me": s(owner), ":v": n(int(version))},
+        }
+
+    # ------------------------------------------------------------------ requests
+
+    def note_text(self, user_id: str) -> int:
+        """Count one more recorded text for the number (creating its item); return the version."""
+        response = self.table.call("update_item", **self.note_update(user_id, WorkNote()),
+                                   ReturnValues="UPDATED_NEW")
         return int(response["Attributes"]["version"]["N"])
 
     def claim(self, user_id: str, owner: str, seconds: float) -> int | None:
@@ -80,15 +125,7 @@ class Work:
     def renew(self, user_id: str, owner: str, seconds: float) -> bool:
         """Extend ``owner``'s claim; False when it holds none (lost, or the work is gone)."""
         try:
-            self.table.call(
-                "update_item",
-                TableName=self.table.name,
-                Key=keys.work_key(user_id),
-                UpdateExpression="SET claimed_until = :until",
-                ConditionExpression=_MINE,
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={":me": s(owner), ":until": n(round(time.time() + seconds, 3))},
-            )
+            self.table.call("update_item", **self.renew_update(user_id, owner, seconds))
         except ConditionFailed:
             return False
         return True
@@ -99,14 +136,7 @@ class Work:
         False: newer texts arrived (the claim stays: run again) or the claim was lost.
         """
         try:
-            self.table.call(
-                "delete_item",
-                TableName=self.table.name,
-                Key=keys.work_key(user_id),
-                ConditionExpression=f"{_MINE} AND version = :v",
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={":me": s(owner), ":v": n(int(version))},
-            )
+            self.table.call("delete_item", **self.finish_delete(user_id, owner, version))
         except ConditionFailed:
             return False
         return True

@@ -76,19 +76,23 @@ class MemoryCoordination:
             return 0 if expires is not None and expires <= time.time() else value
 
     def guarded(self, user_id: str, guard: TextGuard | None, release_lease: str | None,
-                user: User | None) -> None:
-        """Check a guarded append's conditions (GuardFailed names what does not hold), then take
-        its lease, count its counters and give ``release_lease``'s lease back."""
+                user: User | None, failed: list[str] | None = None) -> None:
+        """Check a guarded append's conditions (GuardFailed names what does not hold, with the
+        ``failed`` the caller found), then take its lease, count its counters and give
+        ``release_lease``'s lease back."""
         now = time.time()
+        failed = list(failed or [])
         with self._coordination_lock:
             if guard is not None:
                 held = self._leases.get(user_id)
-                failed = [OPTED_OUT] if guard.not_opted_out and user is not None and user.opted_out else []
+                if guard.not_opted_out and user is not None and user.opted_out:
+                    failed.append(OPTED_OUT)
                 if guard.lease_owner and held is not None and held[0] != guard.lease_owner and held[1] >= now:
                     failed.append(LEASE)
                 failed += [cap.name for cap in guard.caps if self.get_counter(user_id, cap.name) >= cap.below]
-                if failed:
-                    raise GuardFailed(failed)
+            if failed:
+                raise GuardFailed(failed)
+            if guard is not None:
                 if guard.lease_owner:
                     self._leases[user_id] = (guard.lease_owner, now + guard.lease_seconds)
                     self._lease_taken[user_id] = now

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conversation.cursors import decode_cursor, encode_cursor
-from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge, StaleMetadata
-from conversation.guards import TextGuard
+from conversation.errors import ConversationNotFound, InvalidCursor, MessageTooLarge
+from conversation.guards import OPTED_OUT, ReplyGuard, TextGuard
 from conversation.inmemory.aggregates import MemoryAggregates
 from conversation.inmemory.coordination import MemoryCoordination
+from conversation.inmemory.metadata import MemoryMetadata
 from conversation.inmemory.summaries import MemorySummaries
 from conversation.inmemory.work import MemoryWork
 from conversation.models import (
@@ -60,7 +61,7 @@ def _time_key(timestamp: str) -> str:
     return parse_iso(timestamp).strftime("%Y%m%dT%H%M%S.%f")
 
 
-class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummaries):
+class MemoryStore(MemoryWork, MemoryMetadata, MemoryAggregates, MemoryCoordination, MemorySummaries):
     """Conversations, messages, leases and counters in memory (see :mod:`conversation.store`)."""
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -271,6 +272,7 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
         counters: dict[str, int] | None = None,
         active_hint: str | None = None,
         guard: TextGuard | None = None, release_lease: str | None = None,
+        reply_guard: ReplyGuard | None = None,
     ) -> Recorded:
         del active_hint  # nothing to save: the active conversation is known
         if reply_to is not None:
@@ -279,7 +281,7 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
             conversation_id = reply_to.conversation_id
             message.reply_to = reply_to.message_id
         self._check_size(message)
-        with self._lock:
+        with self._lock, self._work_lock:
             if idempotent:
                 existing = self.get_message(user_id, message.message_id)
                 if existing is not None:
@@ -291,12 +293,19 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
                     return Recorded(copy.deepcopy(thread.messages[position]), created=False)
             else:
                 position = f"{_time_key(message.timestamp)}#{secrets.token_hex(4)}"
-            if guard is not None or release_lease:  # with the message, all or nothing (GuardFailed)
-                self.guarded(user_id, guard, release_lease, self._users.get(user_id))
+            finished = False
+            if guard is not None or release_lease or reply_guard is not None:  # all or nothing (GuardFailed)
+                note, user = (guard.work if guard is not None else None), self._users.get(user_id)
+                failed = self.work_failures(user_id, note, reply_guard)
+                opted_out = user is not None and user.opted_out
+                if reply_guard is not None and reply_guard.not_opted_out and opted_out:
+                    failed.append(OPTED_OUT)
+                self.guarded(user_id, guard, release_lease, user, failed)
+                finished = self.work_apply(user_id, note, reply_guard)
             self._store(user_id, thread, [(position, message)], counters)
             if idempotent:
                 self._markers[(user_id, message.message_id)] = (thread.header.conversation_id, position)
-            return Recorded(message, created=True)
+            return Recorded(message, created=True, finished=finished)
 
     def get_message(self, user_id: str, message_id: str) -> Message | None:
         with self._lock:
@@ -315,24 +324,6 @@ class MemoryStore(MemoryWork, MemoryAggregates, MemoryCoordination, MemorySummar
             return None
         with self._lock:
             return self._at(user_id, message.conversation_id, message.position + "#R")
-
-    def update_message_metadata(
-        self, user_id: str, message: Message, updates: dict[str, Any], *,
-        counters: dict[str, int] | None = None, expect: dict[str, Any] | None = None,
-    ) -> Message:
-        if not message.position or not message.conversation_id:
-            raise ValueError("message must be a stored message")
-        with self._lock:
-            thread = self._threads.get((user_id, message.conversation_id))
-            stored = thread.messages.get(message.position) if thread else None
-            if thread is None or stored is None:
-                raise ConversationNotFound(f"message {message.message_id} not found")
-            if expect and any(stored.metadata.get(name) != value for name, value in expect.items()):
-                raise StaleMetadata(f"message {message.message_id} metadata is not as expected")
-            stored.metadata = {**stored.metadata, **copy.deepcopy(updates)}
-            for name, amount in (counters or {}).items():
-                thread.header.counters[name] = thread.header.counters.get(name, 0) + int(amount)
-            return copy.deepcopy(stored)
 
     def _ordered(self, user_id: str, conversation_id: str) -> list[Message]:
         thread = self._threads.get((user_id, conversation_id))

@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from conversation.guards import WORK, ReplyGuard, WorkNote
 from conversation.ids import check_user_id
 from conversation.store import WORK_QUIET_SECONDS, WORK_TTL_SECONDS, WorkItem
 
@@ -33,13 +34,43 @@ class MemoryWork:
         return work
 
     def note_text(self, user_id: str) -> int:
+        with self._work_lock:
+            self.work_apply(check_user_id(user_id), WorkNote(), None)
+            return self._work[user_id].item.version
+
+    def work_failures(self, user_id: str, note: WorkNote | None, reply: ReplyGuard | None) -> list[str]:
+        """What a guarded append's work conditions find wrong (hold ``_work_lock`` until applied)."""
+        now = time.time()
+        work = self._live(user_id, now)
+        held = work.item if work is not None else None
+        if note is not None and note.owner and held is not None and held.owner not in (None, note.owner) \
+                and (held.claimed_until or 0) >= now:
+            return [WORK]
+        if reply is not None and (held is None or held.owner != reply.owner):
+            return [WORK]
+        return []
+
+    def work_apply(self, user_id: str, note: WorkNote | None, reply: ReplyGuard | None) -> bool:
+        """Make a guarded append's work writes (its conditions hold); True when the work ended."""
         now = time.time()
         with self._work_lock:
-            work = self._live(check_user_id(user_id), now)
-            item = (WorkItem(user_id, 1, now, None, None) if work is None
-                    else replace(work.item, version=work.item.version + 1))
-            self._work[user_id] = _Work(item, now, now + WORK_TTL_SECONDS)
-            return item.version
+            work = self._live(user_id, now)
+            if note is not None:
+                since = work.item.since if work is not None else now
+                if note.owner:  # the claim covers every text so far: the version starts again
+                    item = WorkItem(user_id, 0, since, note.owner, now + note.seconds)
+                elif work is None:
+                    item = WorkItem(user_id, 1, now, None, None)
+                else:
+                    item = replace(work.item, version=work.item.version + 1)
+                self._work[user_id] = _Work(item, now, now + WORK_TTL_SECONDS)
+            if reply is not None and work is not None:
+                if reply.finish_version is not None and work.item.version == reply.finish_version:
+                    del self._work[user_id]
+                    return True
+                renewed = replace(work.item, claimed_until=now + reply.seconds)
+                self._work[user_id] = replace(work, item=renewed)
+            return False
 
     def claim_work(self, user_id: str, owner: str, seconds: float) -> int | None:
         now = time.time()
