@@ -237,14 +237,17 @@ def test_a_delivery_step_is_one_conditional_write_that_can_end_the_work(store):
     store.note_text(USER)
     version = store.claim_work(USER, "a", 30)
     with pytest.raises(StaleMetadata):  # only the sender that holds it records its sending
-        store.set_delivery(USER, reply, {"delivery": "sent"}, expect={"delivery": "sending", "sending_owner": "b"})
+        store.set_delivery(USER, reply, {"delivery": "sent"},
+                           expect={"delivery": "sending", "sending_owner": "b"})
     with pytest.raises(StaleMetadata):  # expected absent
-        store.set_delivery(USER, reply, {"delivery": "sent"}, expect={"outbound_sid": None, "delivery": "queued"})
+        store.set_delivery(USER, reply, {"delivery": "sent"},
+                           expect={"outbound_sid": None, "delivery": "queued"})
     store.note_text(USER)  # newer text: the step lands, the work stays
     assert not store.set_delivery(USER, reply, {"delivery": "sent", "outbound_sid": "SMout1"},
                                   expect={"delivery": "sending", "outbound_sid": None}, finish=("a", version))
     stored = store.get_reply(USER, text)
-    assert stored.metadata == {"delivery": "sent", "sending_owner": "a", "model": "cat-1", "outbound_sid": "SMout1"}
+    assert stored.metadata == {
+        "delivery": "sent", "sending_owner": "a", "model": "cat-1", "outbound_sid": "SMout1"}
     assert store.get_work(USER) is not None
     version = store.claim_work(USER, "a", 30)
     assert store.set_delivery(USER, reply, {"recovered": True}, finish=("a", version))
