@@ -34,7 +34,7 @@ from conversation.models import Message, Recorded
 
 log = logging.getLogger("app.webhook")
 
-# Work that keeps failing (a sweep retries it every RECOVERY_SECONDS / 6) is dropped once its
+# Work that keeps failing (a sweep retries it every RECOVERY_SECONDS / 4) is dropped once its
 # first unanswered text is this old, so a broken turn cannot call the model forever.
 GIVE_UP_SECONDS = 1800.0
 # Pauses between attempts to store a reply the webhook already answers with.

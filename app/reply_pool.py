@@ -6,7 +6,7 @@
   once half of that has passed since they were taken or last renewed, so a claim lapses
   only when its process is gone (or stuck), and a turn shorter than half a claim (most
   are: the reply's own write renews the claim) costs no renewal at all.
-- Every ``RECOVERY_SECONDS / 6`` the sweeper claims work that is due (lapsed claims,
+- Every ``RECOVERY_SECONDS / 4`` the sweeper claims work that is due (lapsed claims,
   released or never-claimed work) and runs it here: a text whose process died is answered
   within ``RECOVERY_SECONDS`` (the claim lapses, then the next sweep takes it).
 
@@ -41,8 +41,8 @@ TurnRunner = Callable[[str, str, int, "Handoff | None", "str | None"], bool]
 
 
 def claim_seconds(recovery_seconds: float) -> float:
-    """How long a work claim lasts: renewed at half of it, and swept a sixth of the recovery
-    time after it lapsed, a dead owner's work is taken up within ``recovery_seconds``."""
+    """How long a work claim lasts: renewed at half of it, and swept at most a quarter of the
+    recovery time after it lapsed, a dead owner's work is taken up within ``recovery_seconds``."""
     return recovery_seconds * 2 / 3
 
 
@@ -183,7 +183,7 @@ class ReplyPool:
 
     def _loop(self) -> None:
         beat = max(0.25, self.claim_seconds / 8)
-        sweep_every = max(0.5, self.recovery_seconds / 6)
+        sweep_every = max(0.5, self.recovery_seconds / 4)
         next_sweep = time.monotonic() + sweep_every / 2
         while not self._stop.wait(beat):
             try:
