@@ -1,8 +1,16 @@
-"""Status-callback URLs for replies sent after the webhook answered (there is no request then)."""
+"""Status-callback URLs for replies sent after the webhook answered (there is no request then).
+
+Besides the SID of the text the reply answers (``sid``), the URL carries where that text is
+stored (``c``: its conversation, ``p``: its position), so a status is recorded on the reply
+with one write and no read. Twilio signs the URL it posts to, query included, so these
+cannot be altered by anyone without the auth token.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
+
+from conversation.models import Message
 
 # The path of the delivery-status view (app/webhook.py), which reads the text's SID from ``sid``.
 STATUS_PATH = "/sms/status"
@@ -23,8 +31,12 @@ class CallbackUrls:
         if not self.base:
             self.learned = request_base.rstrip("/")
 
-    def __call__(self, sid: str) -> str | None:
+    def __call__(self, text: Message) -> str | None:
+        """The URL for the status of the reply to the stored ``text``."""
         base = self.base or self.learned
-        if not base or not sid:
+        if not base or not text.message_id:
             return None
-        return f"{base}{STATUS_PATH}?{urlencode({'sid': sid})}"
+        query = {"sid": text.message_id}
+        if text.conversation_id and text.position:
+            query.update(c=text.conversation_id, p=text.position)
+        return f"{base}{STATUS_PATH}?{urlencode(query)}"

@@ -55,7 +55,7 @@ class Delivery:
 
     storage: ConversationStore
     sender: ReplySender
-    callback_url: Callable[[str], str | None]
+    callback_url: Callable[[Message], str | None]
     claim_seconds: float
     pauses: tuple[float, ...] = SEND_PAUSES
 
@@ -130,7 +130,7 @@ class Delivery:
             try:
                 sent: Sent = self.sender.send(
                     to=number, from_=to_from, body=reply.content,
-                    status_callback=self.callback_url(text.message_id or ""),
+                    status_callback=self.callback_url(text),
                 )
             except SendRefused as refused:
                 log.warning("reply to %s refused by Twilio (code %s)", mask_number(number), refused.code)

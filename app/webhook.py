@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
+from app.delivery_status import LATE, UNKNOWN, record_status, stored_text
 from app.logutil import log_fields, mask_number
 from app.metrics import observe_turn
 from app.services import services
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("sms", __name__)
 health_bp = Blueprint("health", __name__)
-
-FAILED_STATUSES = ("failed", "undelivered")
-# Later statuses never go back to earlier ones when callbacks arrive out of order.
-STATUS_RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
-               "delivered": 4, "undelivered": 4, "failed": 4, "read": 5}
 
 
 @bp.post("/sms")
@@ -107,7 +103,7 @@ def save_figures(turn: Turn) -> None:
 
 @bp.post("/sms/status")
 def delivery_status() -> Response:
-    """Record Twilio's delivery status of a reply on the stored reply."""
+    """Record Twilio's delivery status of a reply on the stored reply (app/delivery_status.py)."""
     if not signature_ok():
         return plain(403, "invalid or missing X-Twilio-Signature")
     inbound_sid = request.args.get("sid", "")
@@ -115,30 +111,23 @@ def delivery_status() -> Response:
     status = (request.form.get("MessageStatus") or "").strip().lower()
     if not inbound_sid or not number or not status or not valid_number(number):
         return plain(400, "bad request: need ?sid=, To and MessageStatus")
-    manager = services().manager
+    updates: dict[str, object] = {"outbound_sid": request.form.get("MessageSid")}
+    if request.form.get("ErrorCode"):
+        updates["delivery_error_code"] = request.form["ErrorCode"]
+    found = services()
+    text = stored_text(inbound_sid, request.args.get("c"), request.args.get("p"))
     try:
-        message = manager.get_message(number, inbound_sid)
-        reply = manager.get_reply(number, message) if message else None
-        if reply is None:
-            log.warning("status sid=%s: no stored reply for %s", inbound_sid, mask_number(number))
-            return twiml()
-        previous = reply.metadata.get("delivery_status")
-        if STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous or "", -1):
-            return twiml()  # a late callback for an earlier step
-        updates = {"delivery_status": status, "outbound_sid": request.form.get("MessageSid")}
-        if request.form.get("ErrorCode"):
-            updates["delivery_error_code"] = request.form["ErrorCode"]
-        failed_now = status in FAILED_STATUSES and previous not in FAILED_STATUSES
-        services().storage.update_message_metadata(
-            number, reply, updates, counters={"delivery_failures": 1} if failed_now else None
-        )
-        if failed_now:
-            failure = Turn(sid=inbound_sid, figures={"delivery_failures": 1})
-            save_figures(failure)
+        recorded = record_status(found.storage, found.manager, number, inbound_sid, text, status, updates)
     except StorageError as exc:
         log.error("status sid=%s: store failed: %s", inbound_sid, exc)
         return plain(503, "store unavailable")
-    log.info("status sid=%s to=%s status=%s", inbound_sid, mask_number(number), status)
+    if recorded.outcome == UNKNOWN:
+        log.warning("status sid=%s: no stored reply for %s", inbound_sid, mask_number(number))
+        return twiml()
+    if recorded.failed_now:
+        save_figures(Turn(sid=inbound_sid, figures={"delivery_failures": 1}))
+    log.info("status sid=%s to=%s status=%s%s", inbound_sid, mask_number(number), status,
+             " (late, kept the later one)" if recorded.outcome == LATE else "")
     return twiml()
 
 

@@ -15,7 +15,7 @@ PREVIEW_CHARS = 120
 # them (``set_delivery``) that no other metadata update (a status callback) can disturb.
 DELIVERY_FIELDS = (
     "delivery", "sending_owner", "sending_at", "outbound_sid", "recovered", "not_sent",
-    "delivery_error_code",
+    "delivery_error_code", "delivery_status",
 )
 # The largest page a listing returns, whatever the caller asks for.
 MAX_PAGE_SIZE = 1000

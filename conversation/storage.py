@@ -13,12 +13,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from conversation import defaults
+from conversation.dynamodb import keys
 from conversation.dynamodb.aggregates import Aggregates
 from conversation.dynamodb.batches import Batches
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
 from conversation.dynamodb.deletion import Deletion
 from conversation.dynamodb.listings import DEFAULT_ACTIVITY_LOOKBACK_DAYS, Listings
+from conversation.dynamodb.message_updates import MessageUpdates
 from conversation.dynamodb.messages import Messages
 from conversation.dynamodb.summaries import Summaries
 from conversation.dynamodb.table import (
@@ -85,6 +87,7 @@ class DynamoDBStorage:
         self.coordination = Coordination(self.table)
         self.work = Work(self.table)
         self.messages = Messages(self.table, self.conversations, self.coordination, self.work)
+        self.updates = MessageUpdates(self.table, self.conversations, self.messages, self.work)
         self.listings = Listings(self.table, self.messages, lookback_days=activity_lookback_days)
         self.batches = Batches(self.table, self.conversations, self.messages, self.listings)
         self.deletion = Deletion(self.table, self.conversations, self.listings)
@@ -218,14 +221,24 @@ class DynamoDBStorage:
         counters: dict[str, int] | None = None, expect: dict[str, Any] | None = None,
     ) -> Message:
         """Merge keys into a stored message's metadata; ``counters`` go to its header."""
-        return self.messages.update_metadata(user_id, message, updates, counters=counters, expect=expect)
+        return self.updates.update_metadata(user_id, message, updates, counters=counters, expect=expect)
+
+    def reply_ref(self, text: Message) -> Message:
+        """Where the reply to a stored text is (or would be), without reading it."""
+        if not text.position or not text.conversation_id:
+            raise ValueError("text must be a stored message")
+        return Message(content="", role="assistant", message_id=f"reply-to-{text.message_id}",
+                       reply_to=text.message_id, conversation_id=text.conversation_id,
+                       position=keys.reply_position(text.position))
 
     def set_delivery(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        expect: dict[str, Any] | None = None, finish: tuple[str, int] | None = None,
+        expect: dict[str, Any] | None = None, unless: dict[str, Sequence[Any]] | None = None,
+        counters: dict[str, int] | None = None, finish: tuple[str, int] | None = None,
     ) -> bool:
-        """Record a delivery step with one conditional write; see :meth:`Messages.set_delivery`."""
-        return self.messages.set_delivery(user_id, message, updates, expect=expect, finish=finish)
+        """Record a delivery step with one conditional write; see :meth:`MessageUpdates.set_delivery`."""
+        return self.updates.set_delivery(user_id, message, updates, expect=expect, unless=unless,
+                                         counters=counters, finish=finish)
 
     def recent_messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
         """Return the newest ``limit`` messages, oldest first, with one Query."""

@@ -260,16 +260,23 @@ class ConversationStore(Coordination, WorkQueue, DailyFigures, ConsoleSessions, 
         """
         ...
 
+    def reply_ref(self, text: Message) -> Message:
+        """Where the reply to the stored ``text`` is (or would be), to pass to :meth:`set_delivery`
+        without reading the reply first; its content and metadata are empty."""
+        ...
+
     def set_delivery(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        expect: dict[str, Any] | None = None, finish: tuple[str, int] | None = None,
+        expect: dict[str, Any] | None = None, unless: dict[str, Sequence[Any]] | None = None,
+        counters: dict[str, int] | None = None, finish: tuple[str, int] | None = None,
     ) -> bool:
         """Record a step of a reply's delivery (``DELIVERY_FIELDS`` keys only) in one write.
 
-        Made only while the reply's delivery keys have the ``expect`` values (None: absent),
-        else StaleMetadata (ConversationNotFound when the reply is gone). With ``finish``
-        (owner, version) the number's work also ends in the same write when that owner holds
-        it and no text came since that version; returns whether it did.
+        Made only while the reply's delivery keys have the ``expect`` values (None: absent)
+        and none has one of its ``unless`` values, else StaleMetadata (ConversationNotFound
+        when the reply is gone). ``counters`` go to the conversation in the same write. With
+        ``finish`` (owner, version) the number's work also ends in the same write when that
+        owner holds it and no text came since that version; returns whether it did.
         """
         ...
 

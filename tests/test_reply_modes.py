@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -15,6 +16,7 @@ from app.services import services
 from app.webhook import BUSY_LINE
 from localpeers.fake_openai import reply
 from tests.async_helpers import GatedResponder, RecordingSender, build_app, pool_of, settle
+from tests.faults import CallRecorder
 from tests.twilio_helpers import AUTH_TOKEN, BOT_NUMBER, Texter, twiml_bodies
 
 NUMBER = "+15551234567"
@@ -64,7 +66,7 @@ def test_sync_mode_answers_in_the_webhook_and_sends_nothing(apps, sender):
     assert sender.sent == []
 
 
-def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(apps, sender):
+def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(apps, sender, moto_storage):
     responder = GatedResponder()
     app = apps(responder=responder)
     texter = Texter(app.test_client(), number=NUMBER)
@@ -75,16 +77,23 @@ def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(ap
     settle(app)
     (sent,) = sender.sent
     assert sent["to"] == NUMBER and sent["from_"] == BOT_NUMBER and sent["body"] == "purr: hello"
-    assert sent["status_callback"] == "http://localhost/sms/status?sid=SM" + "a" * 32
     manager = services(app).manager
-    stored = manager.get_reply(NUMBER, manager.get_message(NUMBER, "SM" + "a" * 32))
+    text = manager.get_message(NUMBER, "SM" + "a" * 32)
+    # The callback URL says where the text is stored, so its status costs one write and no read.
+    url = urlsplit(sent["status_callback"])
+    assert (url.scheme, url.netloc, url.path) == ("http", "localhost", "/sms/status")
+    assert parse_qs(url.query) == {"sid": ["SM" + "a" * 32], "c": [text.conversation_id], "p": [text.position]}
+    stored = manager.get_reply(NUMBER, text)
     assert stored.content == "purr: hello"
     assert stored.metadata["delivery"] == "sent" and stored.metadata["outbound_sid"] == sent["sid"]
     assert services(app).storage.get_work(NUMBER) is None
     # The status callback for the REST-sent reply is recorded as today.
-    texter.status("SM" + "a" * 32, "delivered", MessageSid=sent["sid"])
-    text = manager.get_message(NUMBER, "SM" + "a" * 32)
+    with CallRecorder(moto_storage.client) as recorder:
+        texter.status("SM" + "a" * 32, "delivered", MessageSid=sent["sid"], callback_url=sent["status_callback"])
+    assert recorder.operations == ["UpdateItem"]
     assert manager.get_reply(NUMBER, text).metadata["delivery_status"] == "delivered"
+    texter.status("SM" + "a" * 32, "sent", MessageSid=sent["sid"], callback_url=sent["status_callback"])
+    assert manager.get_reply(NUMBER, text).metadata["delivery_status"] == "delivered"  # late: kept
     # A retried webhook for the text does not send the reply again in TwiML.
     assert twiml_bodies(texter.text("hello", sid="SM" + "a" * 32).data) == []
     settle(app)

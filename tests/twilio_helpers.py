@@ -11,7 +11,7 @@ import hashlib
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
@@ -117,9 +117,14 @@ class Texter:
         post_args = {key: kwargs.pop(key) for key in post_keys if key in kwargs}
         return self.post(self.params(body, **kwargs), **post_args)
 
-    def status(self, inbound_sid: str, status: str, *, url: str | None = None, **extra: str) -> Any:
-        """Post a signed delivery-status callback for the reply to ``inbound_sid``."""
+    def status(self, inbound_sid: str, status: str, *, url: str | None = None,
+               callback_url: str | None = None, **extra: str) -> Any:
+        """Post a signed delivery-status callback for the reply to ``inbound_sid`` (to the
+        ``callback_url`` the bot gave Twilio, when given)."""
         path = f"/sms/status?sid={inbound_sid}"
+        if callback_url is not None:
+            parts = urlsplit(callback_url)
+            path, url = f"{parts.path}?{parts.query}", callback_url
         params = {
             "MessageSid": new_sid(),
             "AccountSid": ACCOUNT_SID,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
@@ -10,11 +9,11 @@ from conversation.dynamodb import codec, keys
 from conversation.dynamodb.codec import s
 from conversation.dynamodb.conversations import Conversations
 from conversation.dynamodb.coordination import Coordination
-from conversation.dynamodb.table import ConditionFailed, Table, TransactionCancelled, pause
+from conversation.dynamodb.table import Table, TransactionCancelled, pause
 from conversation.dynamodb.work import Work
-from conversation.errors import ConversationNotFound, StaleMetadata, StorageError
+from conversation.errors import ConversationNotFound, StorageError
 from conversation.guards import LEASE, OPTED_OUT, WORK, GuardFailed, ReplyGuard, TextGuard
-from conversation.models import DELIVERY_FIELDS, Message, Recorded
+from conversation.models import Message, Recorded
 
 # Transactions retried on contention (another writer on the same header).
 TX_ATTEMPTS = 12
@@ -259,155 +258,3 @@ class Messages:
         messages = self.from_end(user_id, conversation_id, forward=False, limit=limit)
         messages.reverse()
         return messages
-
-    # ------------------------------------------------------------------ metadata
-
-    def update_metadata(
-        self,
-        user_id: str,
-        message: Message,
-        updates: dict[str, Any],
-        *,
-        counters: dict[str, int] | None = None,
-        expect: dict[str, Any] | None = None,
-    ) -> Message:
-        """Merge keys into a stored message's metadata (e.g. a delivery status).
-
-        ``counters`` are added to the conversation header in the same transaction.
-        The write is conditioned on the metadata read, so concurrent merges both land;
-        with ``expect`` the read must also hold those values (else StaleMetadata), so a
-        merge that raced ahead of this one makes it fail instead of landing on top.
-        """
-        if not message.position or not message.conversation_id:
-            raise ValueError("message must be a stored message")
-        sk = keys.message_sk(message.conversation_id, message.position)
-        for attempt in range(TX_ATTEMPTS):
-            item = self.table.get(user_id, sk)
-            if item is None:
-                raise ConversationNotFound(f"message {message.message_id} not found")
-            current = codec.message_from_item(item)
-            if expect and any(current.metadata.get(name) != value for name, value in expect.items()):
-                raise StaleMetadata(f"message {message.message_id} metadata is not as expected")
-            merged = {**current.metadata, **updates}
-            update = self._metadata_update(user_id, sk, item, updates)
-            actions = [("message", {"Update": update})]
-            if counters:
-                actions.append(
-                    ("header", self.conversations.counters_added(user_id, message.conversation_id, counters))
-                )
-            try:
-                self.table.transact(actions)
-            except TransactionCancelled as cancelled:
-                if cancelled.failed("message") or cancelled.conflict:
-                    pause(attempt, base=0.005, cap=0.2)
-                    continue
-                raise StorageError(f"metadata update failed: {cancelled.codes}") from None
-            current.metadata = merged
-            return current
-        raise StorageError("metadata update failed: too much contention on this message")
-
-    def _metadata_update(
-        self, user_id: str, sk: str, item: dict[str, Any], updates: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Return the ``Update`` that merges ``updates`` into the message ``item`` as read:
-        delivery keys into their own attributes, the rest into the JSON, on the condition
-        that neither changed since the read."""
-        rest = {key: value for key, value in updates.items() if key not in DELIVERY_FIELDS}
-        kept = {**(json.loads(item["metadata"]["S"]) if "metadata" in item else {}), **rest}
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":m": codec.metadata_value(kept)}
-        sets = ["metadata = :m"]
-        if "metadata" in item:
-            conditions = ["metadata = :old"]
-            values[":old"] = item["metadata"]
-        else:
-            conditions = ["attribute_exists(sk) AND attribute_not_exists(metadata)"]
-        for index, key in enumerate(DELIVERY_FIELDS):
-            name = codec.delivery_attribute(key)
-            if name not in item and key not in updates:
-                continue
-            names[f"#d{index}"] = name
-            if name in item:
-                values[f":was{index}"] = item[name]
-                conditions.append(f"#d{index} = :was{index}")
-            else:
-                conditions.append(f"attribute_not_exists(#d{index})")
-            if key in updates:
-                values[f":d{index}"] = codec.delivery_value(updates[key])
-                sets.append(f"#d{index} = :d{index}")
-        update: dict[str, Any] = {
-            "TableName": self.table.name,
-            "Key": keys.key(user_id, sk),
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": " AND ".join(conditions),
-            "ExpressionAttributeValues": values,
-        }
-        if names:
-            update["ExpressionAttributeNames"] = names
-        return update
-
-    def set_delivery(
-        self,
-        user_id: str,
-        message: Message,
-        updates: dict[str, Any],
-        *,
-        expect: dict[str, Any] | None = None,
-        finish: tuple[str, int] | None = None,
-    ) -> bool:
-        """Record a step of a stored reply's delivery with one conditional write.
-
-        ``updates`` and ``expect`` name delivery keys only (``DELIVERY_FIELDS``); an expected
-        None means the key is absent. The write is made only while ``expect`` holds (else
-        StaleMetadata; ConversationNotFound when the reply is gone). With ``finish`` (owner,
-        version) the number's work is ended in the same transaction when no text came since
-        that version; returns whether it was (when not, the step is recorded alone).
-        """
-        if not message.position or not message.conversation_id:
-            raise ValueError("message must be a stored message")
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        sets, conditions = [], ["attribute_exists(sk)"]
-        for index, (key, value) in enumerate(updates.items()):
-            names[f"#u{index}"] = codec.delivery_attribute(key)
-            values[f":u{index}"] = codec.delivery_value(value)
-            sets.append(f"#u{index} = :u{index}")
-        for index, (key, value) in enumerate((expect or {}).items()):
-            names[f"#e{index}"] = codec.delivery_attribute(key)
-            if value is None:  # absent, or kept as null
-                values[f":e{index}"] = codec.delivery_value(None)
-                conditions.append(f"(attribute_not_exists(#e{index}) OR #e{index} = :e{index})")
-            else:
-                values[f":e{index}"] = codec.delivery_value(value)
-                conditions.append(f"#e{index} = :e{index}")
-        update = {
-            "TableName": self.table.name,
-            "Key": keys.key(user_id, keys.message_sk(message.conversation_id, message.position)),
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": " AND ".join(conditions),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if finish is not None:
-            owner, version = finish
-            try:
-                self.table.transact([
-                    ("message", {"Update": update}),
-                    (_FINISH, {"Delete": self.work.finish_delete(user_id, owner, version)}),
-                ])
-                return True
-            except TransactionCancelled as cancelled:
-                if cancelled.failed("message"):
-                    self._not_as_expected(user_id, message)
-                # Newer texts (or a conflict): the step alone; the caller finishes the work later.
-        try:
-            self.table.call("update_item", **update)
-        except ConditionFailed:
-            self._not_as_expected(user_id, message)
-        return False
-
-    def _not_as_expected(self, user_id: str, message: Message) -> None:
-        """Raise why a conditional write on a stored message failed: gone, or changed meanwhile."""
-        if self.at(user_id, message.conversation_id or "", message.position or "") is None:
-            raise ConversationNotFound(f"message {message.message_id} not found")
-        raise StaleMetadata(f"message {message.message_id} delivery is not as expected")

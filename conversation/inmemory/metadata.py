@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from conversation.errors import ConversationNotFound, StaleMetadata
@@ -49,18 +50,31 @@ class MemoryMetadata:
                 thread.header.counters[name] = thread.header.counters.get(name, 0) + int(amount)
             return copy.deepcopy(stored)
 
+    def reply_ref(self, text: Message) -> Message:
+        if not text.position or not text.conversation_id:
+            raise ValueError("text must be a stored message")
+        return Message(content="", role="assistant", message_id=f"reply-to-{text.message_id}",
+                       reply_to=text.message_id, conversation_id=text.conversation_id,
+                       position=text.position + "#R")
+
     def set_delivery(
         self, user_id: str, message: Message, updates: dict[str, Any], *,
-        expect: dict[str, Any] | None = None, finish: tuple[str, int] | None = None,
+        expect: dict[str, Any] | None = None, unless: dict[str, Sequence[Any]] | None = None,
+        counters: dict[str, int] | None = None, finish: tuple[str, int] | None = None,
     ) -> bool:
-        unknown = set(updates) | set(expect or {})
-        if not unknown <= set(DELIVERY_FIELDS):
-            raise ValueError(f"not delivery fields: {sorted(unknown - set(DELIVERY_FIELDS))}")
+        named = set(updates) | set(expect or {}) | set(unless or {})
+        if not named <= set(DELIVERY_FIELDS):
+            raise ValueError(f"not delivery fields: {sorted(named - set(DELIVERY_FIELDS))}")
         with self._lock, self._work_lock:
-            _, stored = self._stored(user_id, message)
+            thread, stored = self._stored(user_id, message)
             if expect and any(stored.metadata.get(name) != value for name, value in expect.items()):
                 raise StaleMetadata(f"message {message.message_id} delivery is not as expected")
+            if unless and any(name in stored.metadata and stored.metadata[name] in values
+                              for name, values in unless.items()):
+                raise StaleMetadata(f"message {message.message_id} delivery is past this step")
             stored.metadata = {**stored.metadata, **copy.deepcopy(updates)}
+            for name, amount in (counters or {}).items():
+                thread.header.counters[name] = thread.header.counters.get(name, 0) + int(amount)
             if finish is None:
                 return False
             owner, version = finish
