@@ -82,14 +82,16 @@ def test_async_answers_empty_at_once_and_the_reply_arrives_through_the_sender(ap
     # The callback URL says where the text is stored, so its status costs one write and no read.
     url = urlsplit(sent["status_callback"])
     assert (url.scheme, url.netloc, url.path) == ("http", "localhost", "/sms/status")
-    assert parse_qs(url.query) == {"sid": ["SM" + "a" * 32], "c": [text.conversation_id], "p": [text.position]}
+    assert parse_qs(url.query) == {
+        "sid": ["SM" + "a" * 32], "c": [text.conversation_id], "p": [text.position]}
     stored = manager.get_reply(NUMBER, text)
     assert stored.content == "purr: hello"
     assert stored.metadata["delivery"] == "sent" and stored.metadata["outbound_sid"] == sent["sid"]
     assert services(app).storage.get_work(NUMBER) is None
     # The status callback for the REST-sent reply is recorded as today.
     with CallRecorder(moto_storage.client) as recorder:
-        texter.status("SM" + "a" * 32, "delivered", MessageSid=sent["sid"], callback_url=sent["status_callback"])
+        texter.status("SM" + "a" * 32, "delivered", MessageSid=sent["sid"],
+                      callback_url=sent["status_callback"])
     assert recorder.operations == ["UpdateItem"]
     assert manager.get_reply(NUMBER, text).metadata["delivery_status"] == "delivered"
     texter.status("SM" + "a" * 32, "sent", MessageSid=sent["sid"], callback_url=sent["status_callback"])
