@@ -89,3 +89,32 @@ def test_an_auto_turn_answered_in_the_webhook_makes_three_requests(apps, storage
     reply_tx = [params for name, params in calls if name == "TransactWriteItems"][1]
     assert sorted(_kinds(reply_tx)) == ["ConditionCheck", "Delete", "Put", "Update"]  # the work ends with it
     assert services(app).storage.get_work(NUMBER) is None
+
+
+def test_a_status_callback_costs_one_write_with_the_place_and_three_requests_without(apps, storage):
+    from urllib.parse import parse_qs, urlsplit
+
+    sender = RecordingSender()
+    app = apps(sender)
+    texter = Texter(app.test_client(), number=NUMBER)
+    texter.text("a reply to follow")
+    settle(app)
+    (sent,) = sender.sent
+    sid = parse_qs(urlsplit(sent["status_callback"]).query)["sid"][0]
+    with CallRecorder(storage.client) as recorder:
+        answer = texter.status(sid, "sent", MessageSid=sent["sid"], callback_url=sent["status_callback"])
+        assert answer.status_code == 200
+    assert recorder.operations == ["UpdateItem"]
+    with CallRecorder(storage.client) as recorder:  # an URL without the place (a TwiML answer's)
+        assert texter.status(sid, "delivered", MessageSid=sent["sid"]).status_code == 200
+    assert recorder.operations == ["GetItem", "GetItem", "UpdateItem"]  # the text's id marker, the text
+    tampered = sent["status_callback"].replace("&p=", "&p=%00")  # not a place we wrote: looked up instead
+    assert texter.status(sid, "failed", MessageSid=sent["sid"], callback_url=tampered).status_code == 200
+    manager = services(app).manager
+    reply = manager.get_reply(NUMBER, manager.get_message(NUMBER, sid))
+    assert reply.metadata["delivery_status"] == "failed" and reply.metadata["outbound_sid"] == sent["sid"]
+    conversation = manager.get_conversation(NUMBER, reply.conversation_id)
+    assert conversation.counters.get("delivery_failures") == 1
+    texter.status(sid, "undelivered", MessageSid=sent["sid"], callback_url=sent["status_callback"])
+    conversation = manager.get_conversation(NUMBER, reply.conversation_id)
+    assert conversation.counters.get("delivery_failures") == 1  # a reply fails once
