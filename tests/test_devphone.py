@@ -171,7 +171,7 @@ def test_the_inbox_shows_replies_stored_later(app, client):
     assert [m["text"] for m in inbox["messages"]][-1] == "a later purr, sent by REST"
     assert inbox["opted_out"] is False
     assert client.post("/dev-phone/api/inbox", json={"number": "+15555550199"}).get_json() == {
-        "messages": [], "opted_out": False,
+        "messages": [], "opted_out": False, "waiting": False, "wait_seconds": 120.0,
     }
 
 

@@ -5,8 +5,10 @@ on). The page never talks to ``/sms`` itself: it posts the number and the text h
 JSON, and :func:`send` builds the form Twilio would post, signs it with Twilio's own
 ``RequestValidator`` and the bot's auth token, and dispatches it through the app's WSGI
 stack to the real webhook, exactly as a text from Twilio would arrive. Replies shown on
-the page are what the webhook answered and what the conversation store holds, so a
-reply sent later (through Twilio's REST API) appears at the next poll of :func:`inbox`.
+the page are what the webhook answered, what the conversation store holds and, for a reply
+sent later (``REPLY_MODE`` auto or async), what the Messages API lists for the number
+(app/devphone/thread.py); the page polls :func:`inbox` for them, and shows "typing" while
+:func:`inbox` says a reply is on its way.
 
 Numbers and bodies travel only in POST bodies, never in URLs, and are not logged.
 """
@@ -23,7 +25,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request, url_for
 from twilio.request_validator import RequestValidator
 
+from app.devphone.thread import Thread, bubble, oldest, reply_bubbles, thread, unstored_bubble
 from app.logutil import mask_number
+from app.outbound import SendFailed
 from app.services import services
 from app.sms import MAX_BODY_CHARS, count_segments
 from conversation import StorageError, check_user_id
@@ -112,11 +116,18 @@ def send() -> tuple[Response, int]:
     except StorageError as exc:
         log.error("dev phone: store unavailable after a text: %s", exc)
         sent, stored_reply, opted_out = None, None, None
-    sent_bubble = bubble(sent) if sent else _unstored_bubble(params, body, media)
+    sent_bubble = bubble(sent) if sent else unstored_bubble(params["MessageSid"], body, media)
     result["messages"] = [sent_bubble, *reply_bubbles(params["MessageSid"], replies, stored_reply)]
     result["opted_out"] = opted_out
+    # A text the bot took without answering it in the webhook gets its reply later.
+    waiting = (not replies and sends_later() and sent is not None
+               and not sent.metadata.get("unanswered") and not sent.metadata.get("command"))
+    result["waiting"] = waiting
+    result["wait_seconds"] = services().settings.model_timeout_seconds
     if params.get("OptOutType"):
         result["note"] = OPT_OUT_NOTES[params["OptOutType"]]
+    elif waiting:
+        result["note"] = "The bot is writing its reply; it comes later, through the Messages API."
     elif not replies:
         result["note"] = "The bot sent no reply to this text."
     return jsonify(result), 200
@@ -124,7 +135,7 @@ def send() -> tuple[Response, int]:
 
 @bp.post("/api/inbox")
 def inbox() -> tuple[Response, int]:
-    """Return the number's active conversation (the page polls this for later replies)."""
+    """Return the number's active conversation and whether a reply is on its way (the page polls this)."""
     try:
         number = _number(_json())
     except BadRequest as exc:
@@ -136,7 +147,13 @@ def inbox() -> tuple[Response, int]:
     except StorageError as exc:
         log.error("dev phone: store unavailable: %s", exc)
         return jsonify(error="the conversation store is unavailable"), 503
-    return jsonify(messages=[bubble(message) for message in history], opted_out=state["opted_out"]), 200
+    try:
+        shown = phone_thread(number, history)
+    except SendFailed as exc:
+        log.warning("dev phone: the Messages API could not be read: %s", exc)
+        return jsonify(error="the Messages API could not be read for replies sent later"), 503
+    return jsonify(messages=shown.messages, opted_out=state["opted_out"], waiting=shown.waiting,
+                   wait_seconds=services().settings.model_timeout_seconds), 200
 
 
 OPT_OUT_NOTES = {
@@ -171,6 +188,26 @@ def twilio_form(number: str, body: str, media: tuple[str, str] | None) -> dict[s
     return params
 
 
+def sends_later() -> bool:
+    """Return whether the bot sends replies through the Messages API after the webhook answered."""
+    found = services()
+    return found.sender is not None and found.settings.reply_mode != "sync"
+
+
+def phone_thread(number: str, history: list[Message]) -> Thread:
+    """Return the thread the phone shows: the store's, with the replies sent later as listed.
+
+    :raises SendFailed: the Messages API could not be read.
+    """
+    found = services()
+    since = oldest(history)
+    on_phone: list[tuple[str, str]] = []
+    if since is not None and found.sender is not None and sends_later():
+        on_phone = found.sender.recent_to(number, since)
+    return thread(history, on_phone, now=found.clock.time(),
+                  wait_seconds=found.settings.model_timeout_seconds if sends_later() else 0.0)
+
+
 def webhook_url() -> str:
     """Return the URL Twilio would call, as the webhook will check it (PUBLIC_BASE_URL wins)."""
     path = url_for("sms.inbound_sms")
@@ -196,51 +233,6 @@ def twiml_bodies(document: bytes) -> list[str]:
     except ET.ParseError:
         return []
     return [element.text or "" for element in root.iter("Message") if element.text]
-
-
-# ------------------------------------------------------------------ bubbles
-
-
-def bubble(message: Message) -> dict[str, Any]:
-    """Return what the page shows for one stored message."""
-    segments = count_segments(message.content)
-    meta = message.metadata or {}
-    return {
-        "id": message.message_id,
-        "role": message.role,
-        "text": message.content,
-        "time": message.timestamp,
-        "encoding": segments.encoding,
-        "segments": segments.count,
-        "media": list(message.media_urls),
-        "status": meta.get("delivery_status"),
-        "fallback": meta.get("fallback"),
-        "unanswered": meta.get("unanswered"),
-        "command": meta.get("command"),
-    }
-
-
-def reply_bubbles(sid: str, replies: list[str], stored: Message | None) -> list[dict[str, Any]]:
-    """Return bubbles for the TwiML replies, taking id and details from the stored reply."""
-    bubbles = []
-    for index, text in enumerate(replies):
-        if stored is not None and index == 0 and stored.content == text:
-            bubbles.append(bubble(stored))
-            continue
-        segments = count_segments(text)
-        bubbles.append({"id": f"{sid}-reply-{index}", "role": "assistant", "text": text,
-                        "time": None, "encoding": segments.encoding, "segments": segments.count,
-                        "media": [], "status": None, "fallback": None, "unanswered": None,
-                        "command": None})
-    return bubbles
-
-
-def _unstored_bubble(params: dict[str, str], body: str, media: tuple[str, str] | None) -> dict[str, Any]:
-    segments = count_segments(body)
-    return {"id": params["MessageSid"], "role": "user", "text": body, "time": None,
-            "encoding": segments.encoding, "segments": segments.count,
-            "media": [media[0]] if media else [], "status": None, "fallback": None,
-            "unanswered": "not stored", "command": None}
 
 
 # ------------------------------------------------------------------ input
