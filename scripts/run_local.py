@@ -4,7 +4,7 @@
 random TWILIO_AUTH_TOKEN, so signature checks stay on and ``scripts/sms.py``
 signs with the same token. Replies the bot sends later through Twilio's Messages
 API go to a local stand-in (localpeers/fake_twilio.py) that this script starts,
-unless TWILIO_API_BASE_URL names another; ``scripts/sms.py`` prints them.
+unless TWILIO_API_BASE_URL names another; ``scripts/sms.py`` and the dev phone show them.
 Ctrl-C stops everything it started.
 """
 
@@ -238,7 +238,7 @@ def next_steps(url: str, operator_token: str | None = None, messages_url: str | 
         "    make sms                                  (interactive phone)\n"
         "    .venv/bin/python scripts/sms.py \"hello cat\" (one text)\n"
         + (f"Replies sent later through the Messages API go to a local stand-in at {messages_url};\n"
-           "scripts/sms.py prints them as they arrive.\n" if messages_url else "")
+           "scripts/sms.py and the dev phone show them as they arrive.\n" if messages_url else "")
         + "Press Ctrl-C here to stop the bot and DynamoDB Local.\n"
     )
 

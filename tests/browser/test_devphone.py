@@ -6,16 +6,22 @@ any host but 127.0.0.1, a console error or a Content-Security-Policy violation f
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
 from app.webhook import RESET_CONFIRMATION
 from localpeers.fake_openai import reply
+from localpeers.fake_twilio import FakeTwilio
+from tests.twilio_helpers import AUTH_TOKEN
 
 NUMBER = "+15555550142"
 OTHER = "+447700900123"
+ACCOUNT = "AC" + "5" * 32
 
 
 @pytest.fixture
@@ -187,3 +193,98 @@ def test_another_number_has_its_own_conversation(live_server, page):
     open_phone(page, phone, NUMBER)
     expect(page.locator(".bubble.me .text").first).to_have_text("You: I am the first number")
     assert [m.content for m in phone.manager.get_history(OTHER)][0] == "I am the second"
+
+
+# ------------------------------------------------------------------ replies sent later
+
+
+@pytest.fixture
+def twilio():
+    """The Messages API the bot sends later replies to (as make run's local stand-in)."""
+    with FakeTwilio(ACCOUNT, AUTH_TOKEN) as fake:
+        yield fake
+
+
+def later_phone(live_server, twilio, **settings):
+    """Serve the app in async mode, sending later replies to the fake Messages API."""
+    return live_server(DEV_PHONE_ENABLED=True, REPLY_MODE="async", TWILIO_ACCOUNT_SID=ACCOUNT,
+                       TWILIO_API_BASE_URL=twilio.base_url, RATE_LIMIT_PER_MINUTE=0,
+                       RATE_LIMIT_PER_DAY=0, **settings)
+
+
+def polled_twice_more(page):
+    """Wait for two more answers to the page's inbox polls (a reply shown once must stay once)."""
+    for _ in range(2):
+        with page.expect_response(lambda response: response.url.endswith("/dev-phone/api/inbox")):
+            pass
+
+
+def test_a_reply_sent_later_shows_once_after_typing(live_server, twilio, page, screenshot):
+    phone = later_phone(live_server, twilio)
+    phone.fake_openai.push(reply("a slow and thoughtful <b>purr</b>", delay=2.0))
+    open_phone(page, phone)
+    text(page, "think it over")
+    typing = page.locator("#typing")
+    expect(typing).to_be_visible()  # the webhook answered <Response/>; the reply is on its way
+    expect(page.locator("#status")).to_contain_text("comes later, through the Messages API")
+    assert page.locator(".bubble.bot").count() == 0
+    screenshot(page, "dev-phone-typing")
+
+    bot = page.locator(".bubble.bot")
+    expect(bot).to_have_count(1)
+    expect(bot.locator(".text")).to_have_text("Bot: a slow and thoughtful <b>purr</b>")
+    expect(bot.locator(".meta")).to_contain_text("sent later through the Messages API")
+    expect(typing).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("The reply came through the Messages API.")
+    assert page.locator("#thread b").count() == 0
+    (sent,) = twilio.messages
+    assert bot.get_attribute("data-id") == sent["sid"]
+    polled_twice_more(page)
+    expect(page.locator(".bubble")).to_have_count(2)
+    assert page.locator(".bubble .text").all_text_contents() == [
+        "You: think it over", "Bot: a slow and thoughtful <b>purr</b>",
+    ]
+
+
+def test_a_burst_gets_one_later_reply_shown_once(live_server, twilio, page):
+    # One turn may run at a time; another number's turn holds it while the burst arrives, so
+    # the burst's texts are all stored before its turn reads them: one model call, one reply.
+    phone = later_phone(live_server, twilio, REPLY_WORKERS=1, RECOVERY_SECONDS=4)
+    release = threading.Event()
+    burst = ["hey", "you there?", "ok so the moon"]
+
+    def answer(body):
+        said = [str(message.get("content")) for message in body.get("messages", [])]
+        if "hold the line" in said:
+            assert release.wait(30)
+            return "held"
+        if all(line in said for line in burst):
+            return "one purr for all three"
+        return None
+
+    phone.fake_openai.handler = answer
+    request = urllib.request.Request(phone("/dev-phone/api/send"), method="POST",
+                                     data=json.dumps({"number": OTHER, "body": "hold the line"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=15) as response:
+        assert json.load(response)["waiting"] is True
+
+    open_phone(page, phone)
+    for line in burst:
+        text(page, line)
+        expect(page.locator(".bubble.me")).to_have_count(burst.index(line) + 1)
+        expect(page.locator("#typing")).to_be_visible()
+    release.set()
+
+    bot = page.locator(".bubble.bot")
+    expect(bot).to_have_count(1)
+    expect(bot.locator(".text")).to_have_text("Bot: one purr for all three")
+    expect(page.locator("#typing")).to_be_hidden()
+    assert twilio.sent_to(NUMBER) == ["one purr for all three"]
+    polled_twice_more(page)
+    assert page.locator(".bubble .text").all_text_contents() == [
+        "You: hey", "You: you there?", "You: ok so the moon", "Bot: one purr for all three",
+    ]
+    turns = [r for r in phone.fake_openai.requests
+             if any(m.get("content") in burst for m in r["messages"])]
+    assert len(turns) == 1

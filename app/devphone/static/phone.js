@@ -1,9 +1,13 @@
 // Dev phone: text the bot as any number. Everything a texter or the bot wrote is put on
 // the page with textContent, never as HTML. Numbers and texts travel only in POST bodies.
+// A reply sent later (through the Messages API) arrives by polling the inbox, which also
+// says while one is on its way: the page shows "typing" until it comes or the server stops
+// waiting (MODEL_TIMEOUT_SECONDS after the text).
 "use strict";
 
 (function () {
   const POLL_MS = 2000;
+  const WAITING_POLL_MS = 1000;
   const phone = document.getElementById("phone");
   const thread = document.getElementById("thread");
   const status = document.getElementById("status");
@@ -15,11 +19,17 @@
   const mediaUrl = document.getElementById("media-url");
   const attach = document.getElementById("attach");
   const sendButton = document.getElementById("send");
+  const typing = document.getElementById("typing");
 
   let number = numberInput.value.trim();
   let generation = 0; // bumped when the number changes, so late answers for the old one are dropped
   let sending = false;
   let polling = false;
+  let sends = 0; // bumped by each send, so an inbox asked for before it cannot end its wait
+  let waiting = false;
+  let waitSeconds = 0;
+  let botsBeforeWait = 0;
+  let timer = 0;
   const items = new Map(); // message id -> <li>
 
   async function post(url, payload) {
@@ -77,6 +87,9 @@
     if (message.unanswered) {
       parts.push("not answered: " + message.unanswered.replace(/_/g, " "));
     }
+    if (message.via) {
+      parts.push(message.via);
+    }
     return parts.join(" · ");
   }
 
@@ -123,6 +136,41 @@
     }
   }
 
+  function botCount() {
+    return thread.querySelectorAll(".bubble.bot").length;
+  }
+
+  // Show or hide "typing"; when a wait ends, say whether the reply came.
+  function setWaiting(now, seconds) {
+    if (typeof seconds === "number") {
+      waitSeconds = seconds;
+    }
+    if (now && !waiting) {
+      botsBeforeWait = botCount();
+    } else if (!now && waiting) {
+      if (botCount() > botsBeforeWait) {
+        say("The reply came through the Messages API.");
+      } else {
+        say("No reply within " + waitSeconds + " s (MODEL_TIMEOUT_SECONDS); one sent later still shows here.");
+      }
+    }
+    waiting = Boolean(now);
+    typing.hidden = !waiting;
+    if (waiting) {
+      thread.scrollTop = thread.scrollHeight;
+    }
+  }
+
+  function schedule(delay) {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(tick, delay);
+  }
+
+  async function tick() {
+    await refresh();
+    schedule(waiting ? WAITING_POLL_MS : POLL_MS);
+  }
+
   function showOptState(optedOut) {
     if (optedOut === true || optedOut === false) {
       optState.hidden = !optedOut;
@@ -135,6 +183,7 @@
     }
     polling = true;
     const asked = generation;
+    const sendsBefore = sends;
     try {
       const data = await post(phone.dataset.inboxUrl, { number: number });
       if (asked !== generation) {
@@ -146,6 +195,9 @@
       }
       show(data.messages);
       showOptState(data.opted_out);
+      if (sendsBefore === sends && !sending) {
+        setWaiting(data.waiting, data.wait_seconds);
+      }
     } catch (error) {
       say("The bot is not answering (is make run still running?)", true);
     } finally {
@@ -160,6 +212,7 @@
     sending = true;
     sendButton.disabled = true;
     say("Sending…");
+    sends += 1;
     const asked = generation;
     try {
       const payload = { number: number, body: text };
@@ -177,6 +230,10 @@
       show(data.messages);
       showOptState(data.opted_out);
       say(data.note || "Delivered to the bot.");
+      if (data.waiting) {
+        setWaiting(true, data.wait_seconds);
+        schedule(WAITING_POLL_MS);
+      }
       return true;
     } catch (error) {
       say("The bot is not answering (is make run still running?)", true);
@@ -193,6 +250,8 @@
     items.clear();
     thread.replaceChildren();
     optState.hidden = true;
+    waiting = false;
+    typing.hidden = true;
     say("Texting as " + number + ".");
     refresh();
   }
@@ -233,6 +292,5 @@
   }
 
   document.addEventListener("visibilitychange", refresh);
-  refresh();
-  window.setInterval(refresh, POLL_MS);
+  tick();
 })();
