@@ -288,3 +288,16 @@ def test_a_burst_gets_one_later_reply_shown_once(live_server, twilio, page):
     turns = [r for r in phone.fake_openai.requests
              if any(m.get("content") in burst for m in r["messages"])]
     assert len(turns) == 1
+
+
+def test_the_page_stops_waiting_after_the_model_timeout(live_server, twilio, page):
+    # The reply is written but the Messages API refuses to take it for now: no reply comes.
+    twilio.fail(500, times=20)
+    phone = later_phone(live_server, twilio, MODEL_TIMEOUT_SECONDS=2)
+    open_phone(page, phone)
+    text(page, "hello?")
+    expect(page.locator("#typing")).to_be_visible()
+    expect(page.locator("#typing")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text(
+        "No reply within 2 s (MODEL_TIMEOUT_SECONDS); one sent later still shows here.")
+    assert page.locator(".bubble.bot").count() == 0 and twilio.messages == []
