@@ -170,6 +170,17 @@ def start_messages_api(env: dict[str, str], bot_port: int, root: Path = ROOT) ->
     return fake
 
 
+def checked_environment(base: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str]:
+    """The settings the bot will run with, as far as they are known before anything starts:
+    the environment over the dev file, with the local Messages API's account when the run
+    provides that API (so ``REPLY_MODE=auto`` or ``async`` passes the credentials check)."""
+    merged = {**dotenv, **base}
+    local_api = not (merged.get("TWILIO_API_BASE_URL") or "").strip()
+    if local_api and not (merged.get("TWILIO_ACCOUNT_SID") or "").strip():
+        merged["TWILIO_ACCOUNT_SID"] = LOCAL_ACCOUNT_SID
+    return merged
+
+
 def child_environment(
     base: Mapping[str, str], dotenv_values: Mapping[str, str], endpoint_url: str | None, *, local: bool
 ) -> dict[str, str]:
@@ -309,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No .env: wrote {generated.relative_to(ROOT)} with a random TWILIO_AUTH_TOKEN.")
     settings_file = dotenv_file(ROOT)
     try:
-        config = load_config(dotenv_path=settings_file)
+        known = checked_environment(os.environ, _read_dotenv(settings_file))
+        config = load_config(dotenv_path=None, environ=known)
     except ConfigError as exc:
         print(f"error: configuration ({settings_file.name}): {exc}", file=sys.stderr)
         return 2

@@ -206,3 +206,17 @@ def test_create_table_for_a_local_endpoint_needs_no_region(monkeypatch, ddb_loca
     local = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
     assert create_table(config, environ=local)
     assert create_table(config, environ=local) is False
+
+
+@pytest.mark.parametrize("mode", ["auto", "async"])
+def test_make_run_accepts_a_reply_mode_that_needs_the_local_messages_api(mode):
+    """The account the local Messages API provides counts when the settings are checked first."""
+    dotenv = {"TWILIO_AUTH_TOKEN": "a" * 32, "REPLY_MODE": mode}
+    with pytest.raises(Exception, match="TWILIO_ACCOUNT_SID"):
+        load_config(dotenv_path=None, environ=dotenv)  # what make run used to check, and refuse
+    settings = load_config(dotenv_path=None, environ=run_local.checked_environment({}, dotenv))
+    assert settings.reply_mode == mode
+    own = run_local.checked_environment({"TWILIO_ACCOUNT_SID": "AC" + "1" * 32}, dotenv)
+    assert own["TWILIO_ACCOUNT_SID"] == "AC" + "1" * 32  # a developer's own account is kept
+    elsewhere = {**dotenv, "TWILIO_API_BASE_URL": "http://127.0.0.1:9"}
+    assert "TWILIO_ACCOUNT_SID" not in run_local.checked_environment({}, elsewhere)  # not ours to fill
