@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from app.callback_urls import CallbackUrls
     from app.outbound import ReplySender
     from app.text_handler import TextHandler
-    from app.text_record import Recorded
+    from app.text_record import TextRecorded
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class AsyncReplies:
         """What a new text's write does to its number's work: note it, and claim it for a new turn."""
         return WorkNote(self.pool.new_owner(), self.pool.claim_seconds)
 
-    def take(self, text: InboundText, message: Message, turn: Turn, recorded: Recorded,
+    def take(self, text: InboundText, message: Message, turn: Turn, recorded: TextRecorded,
              work: WorkNote | None) -> Outcome:
         """Answer the recorded ``message`` in the background, under its number's work claim
         (taken by the text's write, or now)."""

@@ -26,7 +26,7 @@ _BUSY = frozenset({LEASE, WORK})
 
 
 @dataclass(frozen=True)
-class Recorded:
+class TextRecorded:
     """A text as stored: whether it is new and what its own write also did.
 
     ``verdict``: the rate limits counted it in its write (None: not counted there).
@@ -44,7 +44,7 @@ class Recorded:
 def record_text(
     manager: ConversationManager, limits: Limits, text: InboundText, command: str | None,
     lease: TurnLease | None, turn: Turn, work: WorkNote | None = None,
-) -> Recorded:
+) -> TextRecorded:
     """Store the text once (idempotent on MessageSid); say whether it is new and, when its
     write also counted it against the rate limits, the verdict.
 
@@ -76,10 +76,10 @@ def record_text(
                 continue
             break
         if not quick.created:
-            return Recorded(quick.message, False)
+            return TextRecorded(quick.message, False)
         if lease is not None and guard.lease_owner:
             lease.taken()
-        return Recorded(quick.message, True, RateVerdict(True), noted=guard.work is not None,
+        return TextRecorded(quick.message, True, RateVerdict(True), noted=guard.work is not None,
                         claimed=guard.work is not None and guard.work.owner is not None)
     # One read gives both the opt-out state and the conversation to append to.
     state = manager.get_user_state(text.number)
@@ -91,4 +91,4 @@ def record_text(
         media_urls=text.media_urls, metadata=metadata,
         conversation_hint=state["active_conversation_id"],
     )
-    return Recorded(recorded.message, recorded.created)
+    return TextRecorded(recorded.message, recorded.created)
