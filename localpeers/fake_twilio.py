@@ -72,6 +72,11 @@ ERROR_MESSAGES = {
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+# ``GET /_fake/messages?after=N``: the messages created after the first N, oldest first, for a
+# reader in another process (the benchmark). Not part of Twilio's API.
+INSPECT_PATH = "_fake"
+
+
 @dataclass
 class Call:
     """One request as the fake saw it."""
@@ -397,6 +402,9 @@ def _handler_for(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
         def _answer(self, method: str, path: str, params: dict[str, list[str]],
                     username: str | None, password: str | None) -> tuple[int, dict[str, Any], float]:
             parts = path.strip("/").split("/")
+            if parts == [INSPECT_PATH, "messages"] and method == "GET":  # not Twilio's (see INSPECT_PATH)
+                after = int((params.get("after") or ["0"])[0] or 0)
+                return 200, {"messages": fake.messages[max(0, after):]}, 0.0
             # 2010-04-01 / Accounts / {sid} / Messages.json | Messages / {sid}.json
             if len(parts) not in (4, 5) or parts[:2] != [API_VERSION, "Accounts"]:
                 return _error(404, 20404) + (0.0,)
@@ -438,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--account-sid", default="AC" + "f" * 32)
     parser.add_argument("--auth-token", default="fake-twilio-auth-token")
+    parser.add_argument("--no-callbacks", action="store_true", help="post no status callbacks")
     args = parser.parse_args(argv)
-    with FakeTwilio(args.account_sid, args.auth_token, port=args.port) as fake:
+    callbacks = not args.no_callbacks
+    with FakeTwilio(args.account_sid, args.auth_token, port=args.port, callbacks=callbacks) as fake:
         print(f"fake Twilio Messages API at {fake.base_url} (Ctrl-C stops)", flush=True)
         try:
             threading.Event().wait()

@@ -270,3 +270,21 @@ def test_status_callbacks_are_signed_like_twilios(tmp_path):
 def test_no_description_no_fake(tmp_path):
     with pytest.raises(RuntimeError, match="make install"):
         MessagesDescription(tmp_path / "missing.json")
+
+
+def test_another_process_reads_what_the_fake_recorded():
+    """The benchmark runs the fake apart and reads its record through the inspection route."""
+    from scripts.bench.remote_twilio import RemoteFakeTwilio
+
+    with RemoteFakeTwilio(ACCOUNT_SID, AUTH_TOKEN, callbacks=False) as fake:
+        assert fake.messages == []
+        sender = TwilioRestSender(account_sid=ACCOUNT_SID, username=ACCOUNT_SID, password=AUTH_TOKEN,
+                                  base_url=fake.base_url)
+        for body in ("one", "two"):
+            sender.send(to="+15550001111", from_=BOT_NUMBER, body=body,
+                        status_callback="http://127.0.0.1:9/never")
+        assert [m["body"] for m in fake.messages] == ["one", "two"]
+        sender.send(to="+15550002222", from_=BOT_NUMBER, body="three", status_callback=None)
+        assert [(m["to"], m["body"]) for m in fake.messages][-1] == ("+15550002222", "three")
+        assert fake.process is not None and fake.process.poll() is None
+    assert fake.process.poll() is not None  # stopped with the block

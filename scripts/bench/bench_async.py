@@ -2,7 +2,7 @@
 
 gunicorn runs with the Procfile's settings against DynamoDB Local, the fake model
 (localpeers/fake_openai.py in its own process, answering after L seconds) and the
-fake Messages API (localpeers/fake_twilio.py, in this process), which the app's
+fake Messages API (localpeers/fake_twilio.py, in a process of its own), which the app's
 official ``twilio`` client reaches through TWILIO_API_BASE_URL. Scenarios:
 
 - **closed loop**: N texters with distinct numbers, each sends a signed text, waits
@@ -490,12 +490,12 @@ def app_env(scenario: Scenario, fake_twilio_url: str) -> dict[str, str]:
 
 
 def fake_messages_api(callbacks: bool = True) -> Any:
-    """Return the fake Messages API (localpeers/fake_twilio.py), not yet started."""
-    from localpeers.fake_twilio import FakeTwilio
+    """Return the fake Messages API (localpeers/fake_twilio.py) in a process of its own, not yet started."""
+    from scripts.bench.remote_twilio import RemoteFakeTwilio
 
     # The app's account and token: the fake checks the REST calls' Basic auth with them and
     # signs the delivery status callbacks it posts back to the app, as Twilio does.
-    return FakeTwilio(ACCOUNT_SID, TOKEN, callbacks=callbacks)
+    return RemoteFakeTwilio(ACCOUNT_SID, TOKEN, callbacks=callbacks)
 
 
 def run(endpoint_url: str, *, scenarios: list[Scenario], log: Callable[[str], None],
