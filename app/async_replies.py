@@ -9,12 +9,18 @@ webhook answers empty (``<Response/>``). A claim that succeeds starts the turn i
 process's pool; in ``async`` mode the webhook answers empty at once, in ``auto`` it waits
 up to ``SYNC_REPLY_SECONDS`` for the reply (TwiML) and otherwise answers empty while the
 turn sends the reply through the Messages API.
+
+In ``auto`` at most half of a worker's threads (``GUNICORN_THREADS``) wait for a reply at
+once; a text that finds them all waiting is answered empty at once and its reply sent
+through the Messages API, so a worker under load always has threads for new webhooks
+(whose time in the accept queue Twilio counts against its 15 s, the bot cannot see it).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.config import Settings
@@ -42,6 +48,11 @@ class AsyncReplies:
     storage: WorkQueue
     pool: ReplyPool
     callbacks: CallbackUrls  # status-callback URLs for replies sent later
+    waiters: int = 16  # webhooks of this process that may wait for their reply at once (auto)
+    _waiting: threading.BoundedSemaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_waiting", threading.BoundedSemaphore(max(1, self.waiters)))
 
     def work_note(self) -> WorkNote:
         """What a new text's write does to its number's work: note it, and claim it for a new turn."""
@@ -62,16 +73,23 @@ class AsyncReplies:
         if version is None:
             turn.details["turn"] = "running"  # the number's running turn answers this text too
             return Outcome("queued")
-        handoff = Handoff(text.sid) if self.mode == "auto" else None
-        if not self.pool.submit(number, owner, version, handoff, message.conversation_id):
-            turn.details["turn"] = "deferred"
-            return Outcome("queued")
-        if handoff is None:
-            return Outcome("accepted")
-        started = time.monotonic()
-        ready_by = min(turn.started + self.sync_reply_seconds, turn.deadline)
-        handed = handoff.wait(ready_by, turn.deadline)
-        turn.mark("wait", started)
+        waits = self.mode == "auto" and self._waiting.acquire(blocking=False)
+        if self.mode == "auto" and not waits:
+            turn.details["wait"] = "full"  # every waiting thread is taken: the reply goes by REST
+        handoff = Handoff(text.sid) if waits else None
+        try:
+            if not self.pool.submit(number, owner, version, handoff, message.conversation_id):
+                turn.details["turn"] = "deferred"
+                return Outcome("queued")
+            if handoff is None:
+                return Outcome("accepted")
+            started = time.monotonic()
+            ready_by = min(turn.started + self.sync_reply_seconds, turn.deadline)
+            handed = handoff.wait(ready_by, turn.deadline)
+            turn.mark("wait", started)
+        finally:
+            if waits:
+                self._waiting.release()
         if handed is None:
             return Outcome("accepted")
         return Outcome("replied", handed.content, track_delivery=True, reply_to_sid=handed.reply_to_sid)
@@ -94,4 +112,4 @@ def build_async_replies(
     pool = ReplyPool(handler.storage, turns.run, workers=settings.reply_workers,
                      recovery_seconds=recovery)
     return AsyncReplies(settings.reply_mode, settings.sync_reply_seconds, handler.storage, pool,
-                        callbacks)
+                        callbacks, waiters=max(1, settings.gunicorn_threads // 2))

@@ -114,6 +114,29 @@ def test_auto_returns_twiml_when_the_reply_is_quick(apps, sender):
     assert services(app).storage.get_work(NUMBER) is None
 
 
+def test_auto_keeps_half_the_threads_free_of_waiting_webhooks(apps, sender):
+    """With every waiting slot taken, a text is answered empty at once and its reply sent by REST."""
+    responder = GatedResponder()
+    app = apps(REPLY_MODE="auto", GUNICORN_THREADS=3, SYNC_REPLY_SECONDS=10, responder=responder)
+    assert services(app).text_handler.pipeline.waiters == 1
+    answers = []
+    first = Texter(app.test_client(), number=NUMBER)
+    waiting = threading.Thread(target=lambda: answers.append(first.text("wait for me")))
+    waiting.start()
+    assert responder.started.wait(10)  # the one waiting slot is taken
+    other = Texter(app.test_client(), number="+15550009191")
+    started = time.monotonic()
+    assert twiml_bodies(other.text("and me").data) == []  # not kept waiting
+    assert time.monotonic() - started < 5
+    responder.gate.set()
+    waiting.join(20)
+    settle(app)
+    assert twiml_bodies(answers[0].data) == ["purr: wait for me"]
+    assert sender.bodies() == ["purr: and me"]
+    # The slot is free again: the next quick reply goes back in the webhook's answer.
+    assert twiml_bodies(other.text("again").data) == ["purr: again"]
+
+
 def test_auto_answers_empty_when_slow_and_sends_through_rest(apps, sender):
     responder = GatedResponder()
     app = apps(REPLY_MODE="auto", SYNC_REPLY_SECONDS=0.2, responder=responder)
