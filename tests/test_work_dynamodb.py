@@ -52,3 +52,35 @@ def test_due_work_queries_each_shard_and_never_scans(storage):
     assert len(due) == 12
     assert set(recorder.operations) == {"Query"}
     assert len(recorder.operations) == 8
+
+
+def test_a_reply_queued_by_the_earlier_version_still_moves_on_once(storage):
+    """Replies stored before delivery keys had attributes of their own keep them in the JSON
+    metadata: a delivery step expecting them there is made once, and moves them out."""
+    import json
+
+    import pytest
+
+    from conversation import ConversationManager
+    from conversation.dynamodb import keys
+    from conversation.errors import StaleMetadata
+
+    manager = ConversationManager(storage)
+    text = manager.add_user_message(USER, "hi", message_id="SMlegacy1")
+    reply = manager.record_assistant_message(USER, "meow", reply_to=text, metadata={"model": "cat-1"}).message
+    key = keys.key(USER, keys.message_sk(reply.conversation_id, reply.position))
+    storage.client.update_item(  # as the earlier version wrote it
+        TableName=storage.table_name, Key=key,
+        UpdateExpression="SET metadata = :m",
+        ExpressionAttributeValues={":m": {"S": json.dumps({"model": "cat-1", "delivery": "queued"})}})
+    assert storage.get_reply(USER, text).metadata["delivery"] == "queued"
+    moved = {"delivery": "sending", "sending_owner": "a"}
+    assert not storage.set_delivery(USER, reply, moved, expect={"delivery": "queued", "sending_owner": None})
+    stored = storage.get_reply(USER, text).metadata
+    assert stored["delivery"] == "sending" and stored["sending_owner"] == "a" and stored["model"] == "cat-1"
+    with pytest.raises(StaleMetadata):  # a second mover finds it moved
+        storage.set_delivery(USER, reply, {"delivery": "sending", "sending_owner": "b"},
+                             expect={"delivery": "queued", "sending_owner": None})
+    storage.set_delivery(USER, reply, {"delivery": "sent"},
+                         expect={"delivery": "sending", "sending_owner": "a"})
+    assert storage.get_reply(USER, text).metadata["delivery"] == "sent"

@@ -180,7 +180,7 @@ class MessageUpdates:
             try:
                 self.table.call("update_item", **update)
             except ConditionFailed:
-                self._not_as_expected(user_id, message)
+                return self._kept_in_metadata(user_id, message, updates, expect, counters)
             return False
         for attempt in range(TX_ATTEMPTS):
             try:
@@ -188,7 +188,7 @@ class MessageUpdates:
                 return finish is not None
             except TransactionCancelled as cancelled:
                 if cancelled.failed("message"):
-                    self._not_as_expected(user_id, message)
+                    return self._kept_in_metadata(user_id, message, updates, expect, counters)
                 if finish is not None and cancelled.failed(_FINISH):
                     # Newer texts (or the claim is gone): the step alone; the work is finished later.
                     extra, finish = [item for item in extra if item[0] != _FINISH], None
@@ -201,8 +201,22 @@ class MessageUpdates:
                 raise StorageError(f"delivery update failed: {cancelled.codes}") from None
         raise StorageError("delivery update failed: too much contention on this message")
 
-    def _not_as_expected(self, user_id: str, message: Message) -> None:
-        """Raise why a conditional write on a stored message failed: gone, or changed meanwhile."""
-        if self.messages.at(user_id, message.conversation_id or "", message.position or "") is None:
+    def _kept_in_metadata(
+        self, user_id: str, message: Message, updates: dict[str, Any], expect: dict[str, Any] | None,
+        counters: dict[str, int] | None,
+    ) -> bool:
+        """After a delivery step's condition failed: raise why (the reply is gone, or its delivery
+        moved on), unless the expected keys are still in its JSON metadata (a reply stored by an
+        earlier version, before they had attributes of their own): then the step is made as a
+        metadata merge, which moves them out (the work, if it was to end, ends later)."""
+        sk = keys.message_sk(message.conversation_id or "", message.position or "")
+        item = self.table.get(user_id, sk)
+        if item is None:
             raise ConversationNotFound(f"message {message.message_id} not found")
-        raise StaleMetadata(f"message {message.message_id} delivery is not as expected")
+        kept = json.loads(item["metadata"]["S"]) if "metadata" in item else {}
+        legacy = [key for key in (expect or {}) if codec.delivery_attribute(key) not in item and key in kept]
+        current = codec.message_from_item(item)
+        if not legacy or any(current.metadata.get(key) != value for key, value in (expect or {}).items()):
+            raise StaleMetadata(f"message {message.message_id} delivery is not as expected")
+        self.update_metadata(user_id, message, updates, counters=counters, expect=expect)
+        return False
