@@ -11,8 +11,10 @@ not covered, and is answered by a later turn.
 from __future__ import annotations
 
 from app.delivery import TWIML
+from app.limits import backoff_delays
 from app.twilio_form import InboundText
-from conversation import StorageError
+from conversation import ConversationManager, StorageError
+from conversation.clock import Clock
 from conversation.models import Message, parse_iso
 from conversation.store import Coordination
 
@@ -71,3 +73,18 @@ def holder_read(storage: Coordination, number: str, message: Message) -> bool:
     except StorageError:
         return False
     return taken is not None and taken > parse_iso(message.timestamp).timestamp() + CLOCK_SLACK_SECONDS
+
+
+def await_reply(manager: ConversationManager, number: str, message: Message, until: float,
+                clock: Clock) -> Message | None:
+    """Wait (``clock.monotonic()`` up to ``until``) for the reply to ``message`` that another
+    attempt at the same text is producing: a retried webhook answers with it, not empty."""
+    for delay in backoff_delays(first=0.05):
+        try:
+            reply = manager.get_reply(number, message)
+        except StorageError:
+            reply = None
+        if reply is not None or clock.monotonic() + delay > until:
+            return reply
+        clock.sleep(delay)
+    return None

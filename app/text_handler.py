@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from app.bounded import Bounded, OutOfTime
-from app.coalesce import as_inbound, covered, holder_read, repeat_answer, unanswered_texts
+from app.coalesce import as_inbound, await_reply, covered, holder_read, repeat_answer, unanswered_texts
 from app.config import Settings
 from app.limits import Limits, RateVerdict, Reservation, TurnLease, backoff_delays
 from app.logutil import mask_number
@@ -44,6 +44,9 @@ LATE_ARRIVALS = 10
 # Share of the deadline a text may spend waiting for its number's turn; the
 # rest is left for the model.
 TURN_WAIT_SHARE = 0.5
+# A retried text whose turn another attempt holds waits for that attempt's reply until this
+# long before the deadline (then the busy line, which is that reply if it came meanwhile).
+RETRY_MARGIN = 0.5
 # Pauses between attempts to store a reply that missed the deadline (after the answer).
 LATE_STORE_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
@@ -129,6 +132,11 @@ class TextHandler:
                 return self.pipeline.take(text, message, turn, recorded, work)
 
             held, history = self.take_turn(manager, text, message, turn, lease)
+            if held is None and not created:  # a retry: the attempt holding the turn answers this text
+                reply = await_reply(manager, text.number, message, turn.deadline - RETRY_MARGIN, self.clock)
+                if reply is not None:
+                    again = repeat_answer(reply, text.sid)
+                    return Outcome("duplicate", again, track_delivery=again is not None)
             if held is None and holder_read(self.storage, text.number, message):
                 return Outcome("covered")  # the turn running now read this text and answers it
             if held is None:
