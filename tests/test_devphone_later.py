@@ -157,13 +157,15 @@ class UnreadableSender(RecordingSender):
 
 
 def test_an_unreadable_messages_api_is_a_503_that_names_it(apps):
-    app = apps(sender=UnreadableSender(), responder=GatedResponder())
+    responder = GatedResponder()
+    app = apps(sender=UnreadableSender(), responder=responder)
     client = app.test_client()
     send(client, "hi")
     response = client.post("/dev-phone/api/inbox", json={"number": NUMBER})
     assert response.status_code == 503 and "Messages API" in response.get_json()["error"]
     assert client.post("/dev-phone/api/inbox", json={"number": "+15555550199"}).status_code == 200
-    services(app).text_handler.pipeline.pool.drain(0)
+    responder.gate.set()  # the turn ends now, not when the gate gives up after 30 s
+    assert services(app).text_handler.pipeline.pool.drain(10)
 
 
 @pytest.mark.parametrize("payload", [{}, {"number": ""}, {"number": "555-0142"}, {"number": ["+15555550142"]},
