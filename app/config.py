@@ -132,7 +132,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_ENABLED", False, _bool, "Serve Prometheus metrics at /metrics (needs METRICS_TOKEN). Off: /metrics answers 404."),
     Setting("METRICS_TOKEN", None, _str, "Bearer token Prometheus presents to read /metrics.", True),
     Setting("LOG_FORMAT", "text", _str, "text: one readable line per event; json: one JSON object per line with the same fields."),
-    Setting("GUNICORN_THREADS", 32, _int, "Threads per gunicorn worker (gunicorn.conf.py reads it from the environment); with REPLY_WORKERS it sizes each worker's DynamoDB connection pool."),
+    Setting("GUNICORN_THREADS", 32, _int, "Threads per gunicorn worker (gunicorn.conf.py reads it from the environment); with REPLY_WORKERS it sizes each worker's DynamoDB connection pool. In auto mode at most half of them wait for a reply at once."),
     Setting("DOTENV_FILE", ".env", _str, "File of settings read at start-up, below the environment (empty: none). Only read from the environment."),
 )
 
