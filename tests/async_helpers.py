@@ -82,3 +82,12 @@ def pool_of(app):
 def settle(app, timeout: float = 30.0) -> None:
     """Wait until the app's background turns are done."""
     assert pool_of(app).drain(timeout), "background turns still running"
+
+
+def end_background_turns(apps) -> None:
+    """Let the background turns of ``apps`` (auto/async modes) finish, then stop their pools."""
+    for app in apps:
+        pipeline = services(app).text_handler.pipeline
+        if pipeline is not None:
+            pipeline.pool.drain(30)
+            pipeline.pool.close()

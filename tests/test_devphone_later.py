@@ -16,7 +16,7 @@ from app.outbound import SendFailed
 from app.services import services
 from conversation.models import Message, isoformat, utc_now
 from localpeers.fake_twilio import FakeTwilio
-from tests.async_helpers import GatedResponder, RecordingSender, settle
+from tests.async_helpers import GatedResponder, RecordingSender, end_background_turns, settle
 from tests.fake_clock import FakeClock
 from tests.twilio_helpers import AUTH_TOKEN
 
@@ -45,11 +45,7 @@ def apps(moto_storage, twilio):
         return app
 
     yield make
-    for app in built:
-        pipeline = services(app).text_handler.pipeline
-        if pipeline is not None:
-            pipeline.pool.drain(30)
-            pipeline.pool.close()
+    end_background_turns(built)
 
 
 def send(client, body, number=NUMBER):

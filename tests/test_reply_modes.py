@@ -15,7 +15,14 @@ from app.config import ConfigError, load_config
 from app.services import services
 from app.webhook import BUSY_LINE
 from localpeers.fake_openai import reply
-from tests.async_helpers import GatedResponder, RecordingSender, build_app, pool_of, settle
+from tests.async_helpers import (
+    GatedResponder,
+    RecordingSender,
+    build_app,
+    end_background_turns,
+    pool_of,
+    settle,
+)
 from tests.faults import CallRecorder
 from tests.twilio_helpers import AUTH_TOKEN, BOT_NUMBER, Texter, twiml_bodies
 
@@ -38,11 +45,7 @@ def apps(moto_storage, sender):
         return app
 
     yield make
-    for app in built:
-        pipeline = services(app).text_handler.pipeline
-        if pipeline is not None:
-            pipeline.pool.drain(30)
-            pipeline.pool.close()
+    end_background_turns(built)
 
 
 def test_the_default_mode_is_sync_without_credentials_and_auto_with_them():

@@ -13,7 +13,14 @@ import pytest
 from app.services import services
 from app.webhook import MINUTE_NOTICE
 from localpeers.fake_twilio import FakeTwilio
-from tests.async_helpers import GatedResponder, RecordingSender, build_app, pool_of, settle
+from tests.async_helpers import (
+    GatedResponder,
+    RecordingSender,
+    build_app,
+    end_background_turns,
+    pool_of,
+    settle,
+)
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, BOT_NUMBER, Texter, twiml_bodies
 
 NUMBER = "+15551234567"
@@ -35,10 +42,7 @@ def apps(storage, sender):
         return app
 
     yield make
-    for app in built:
-        pool = pool_of(app)
-        pool.drain(30)
-        pool.close()
+    end_background_turns(built)
 
 
 def open_responder() -> GatedResponder:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 
 from app.services import services
-from tests.async_helpers import GatedResponder, RecordingSender, build_app, pool_of, settle
+from tests.async_helpers import (
+    GatedResponder,
+    RecordingSender,
+    build_app,
+    end_background_turns,
+    settle,
+)
 from tests.faults import CallRecorder
 from tests.twilio_helpers import Texter, twiml_bodies
 
@@ -35,9 +41,7 @@ def apps(storage):
         return app
 
     yield make
-    for app in built:
-        pool_of(app).drain(30)
-        pool_of(app).close()
+    end_background_turns(built)
 
 
 def _count_turn(app, storage, texter, body):
